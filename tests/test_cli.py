@@ -1,0 +1,63 @@
+"The prx-nb command line: config errors, train, checkpoints, sample, eval."
+import json
+from pathlib import Path
+from conftest import BIN, run
+
+PRX = str(BIN / "prx-nb")
+
+
+def test_help_lists_subcommands():
+    out = run([PRX, "--help"]).stdout
+    for cmd in ("speedrun", "train", "sample", "eval", "data", "config"): assert cmd in out
+
+
+def test_unknown_config_key_is_a_clear_error():
+    r = run([PRX, "config", "--preset", "shapes-cpu", "train.learning_rate=1"], check=False)
+    assert r.returncode == 2
+    assert "train.learning_rate" in r.stderr and "lr" in r.stderr and "warmup_steps" in r.stderr
+
+
+def test_unknown_preset_and_bad_override():
+    r = run([PRX, "config", "--preset", "nope"], check=False)
+    assert r.returncode == 2 and "shapes-cpu" in r.stderr
+    r = run([PRX, "config", "train.lr"], check=False)
+    assert r.returncode == 2 and "section.key=value" in r.stderr
+
+
+def test_yaml_config_file(tmp_path):
+    f = tmp_path / "c.yaml"; f.write_text("preset: shapes-tiny\ntrain:\n  lr: 0.005\n")
+    out = run([PRX, "config", "--config", str(f), "eval.steps=7"]).stdout
+    assert "lr: 0.005" in out and "steps: 7" in out and "preset: shapes-tiny" in out
+
+
+def test_train_writes_pipeline_checkpoints_and_log(tiny_run):
+    assert (tiny_run / "pipeline" / "model_index.json").exists()
+    assert json.loads((tiny_run / "pipeline" / "sampling.json").read_text())["size"] == 32
+    assert sorted(p.name for p in (tiny_run / "checkpoints").iterdir()) == ["step-20"]
+    recs = [json.loads(l) for l in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert recs[-1]["event"] == "end" and recs[-1]["steps"] == 30
+    assert any(r.get("event") == "eval" for r in recs)
+    assert not list(tiny_run.glob("**/*.tmp")) and not list(tiny_run.glob("checkpoints/.tmp*"))
+
+
+def test_resume_continues_from_latest(tiny_run, tmp_path):
+    import shutil
+    out = tmp_path / "resumed"; shutil.copytree(tiny_run, out)
+    shutil.rmtree(out / "pipeline")
+    r = run([PRX, "train", "--preset", "shapes-tiny", "--out", str(out), "--max-steps", "40", "--resume", "latest"])
+    assert json.loads(r.stdout[r.stdout.index("{"):])["steps"] == 40
+    starts = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"start"' in l]
+    assert starts[-1]["step"] == 20
+
+
+def test_sample_and_eval(tiny_run, tmp_path):
+    png = tmp_path / "a.png"
+    run([PRX, "sample", "--pipeline", str(tiny_run / "pipeline"), "--prompt", "two red squares on a white background", "--out", str(png), "--steps", "3"])
+    from PIL import Image
+    assert Image.open(png).size == (32, 32)
+    js = tmp_path / "e.json"
+    run([PRX, "eval", "--pipeline", str(tiny_run / "pipeline"), "--metrics", "shapes", "--n-per-task", "2", "--steps", "3", "--out", str(js)])
+    res = json.loads(js.read_text())["shapes"]
+    assert set(res) >= {"single", "count", "relation", "overall", "novel"} and 0 <= res["overall"] <= 1
+    r = run([PRX, "eval", "--pipeline", str(tiny_run / "pipeline"), "--metrics", "fid", "--out", str(js)], check=False)
+    assert r.returncode == 2 and "available: shapes" in r.stderr

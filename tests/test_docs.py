@@ -1,0 +1,25 @@
+"Docs inputs: README.md is the index notebook; every notebook passes nbdev's processing; chapters in order."
+import json
+from pathlib import Path
+from readme import ROOT, render_readme
+
+
+def test_readme_matches_index():
+    assert (ROOT / "README.md").read_text() == render_readme(), "README.md is stale: run `python tests/readme.py`"
+
+
+def test_every_notebook_processes_for_docs(monkeypatch):
+    "nbdev_filter is the step Quarto runs on each notebook for the docs site (it executes the exported cells)."
+    from nbdev.cli import nbdev_filter
+    monkeypatch.chdir(ROOT)
+    for nb in sorted((ROOT / "nbs").glob("*.ipynb")):
+        out = nbdev_filter(fname=str(nb), printit=False)
+        assert json.loads(out)["cells"], nb
+
+
+def test_chapters_and_modules():
+    names = sorted(p.stem for p in (ROOT / "nbs").glob("*.ipynb"))
+    assert names == ["01_data", "02_architecture", "03_tricks", "04_speedrun", "05_eval", "index"]
+    for nb, mod in [("01_data", "data"), ("02_architecture", "architecture"), ("03_tricks", "tricks"), ("04_speedrun", "speedrun"), ("05_eval", "eval")]:
+        src = "".join("".join(c["source"]) for c in json.loads((ROOT / "nbs" / f"{nb}.ipynb").read_text())["cells"])
+        assert f"#| default_exp {mod}" in src
