@@ -19,7 +19,7 @@ speedrun: venv ## train, save, judge and report a Shapes model in $(OUT)
 	$(BIN)/prx-nb speedrun --preset $(PRESET) --out $(OUT)
 
 nbtest: venv ## run every notebook (cells flagged slow/gpu/multigpu are skipped)
-	$(BIN)/nbdev-test --n_workers 1 --timing
+	$(BIN)/nbdev-test --n-workers 1 --timing
 
 pytest: venv ## CLI, packaging and artifact tests
 	$(BIN)/python -m pytest -q tests
