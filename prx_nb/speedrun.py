@@ -190,7 +190,7 @@ def train(cfg:dict, # a config from `load_config`
                unit="step", dynamic_ncols=True)
     gen = torch.Generator(device=acc.device).manual_seed(T["seed"] + 1000 * acc.process_index + step)
     pipe = build_pipeline(ema.model, tower, cfg["data"]["size"], F["shift"], F["noise_scale"])
-    t_rate, n_rate, loss_acc, n_loss, done = 0.0, 0, 0.0, 0, False
+    t_rate, n_rate, loss_acc, n_loss, done, ips, loss = 0.0, 0, 0.0, 0, step >= max_steps, 0.0, torch.tensor(float("nan"))
     while not done:
         data.set_epoch(epoch)
         batches = acc.skip_first_batches(dl, batch_in_epoch) if batch_in_epoch else dl
