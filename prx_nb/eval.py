@@ -1,4 +1,4 @@
-"""ShapesEval: judging generated images against their prompts by exact pixel analysis.
+"""ShapesEval, the exact prompt-following judge of Shapes, and the distribution metrics: FID, CLIP score, CMMD and DINO-MMD.
 
 Docs: https://prx-nb.github.io/prx-nb/eval.html.md"""
 
@@ -6,17 +6,23 @@ Docs: https://prx-nb.github.io/prx-nb/eval.html.md"""
 
 # %% ../nbs/05_eval.ipynb #b23e4461
 from __future__ import annotations
-import json, random, re
+import json, os, random, re
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
 from .data import (BACKGROUNDS, COLORS, SHAPES, POSITIONS, NUMBERS, RELATIONS, HELD_OUT, KINDS,
                          sample_scene, canonical_caption, render, seen_pairs, cell_of, fill_class)
+from .tricks import VisionTeacher, train_shapes_teacher
 
 # %% auto #0
-__all__ = ['parse_prompt', 'label_pixels', 'find_objects', 'judge', 'shapes_eval_prompts', 'score_images', 'shapes_eval']
+__all__ = ['METRICS', 'parse_prompt', 'label_pixels', 'find_objects', 'judge', 'shapes_eval_prompts', 'score_images',
+           'shapes_eval', 'to_uint8', 'frechet_distance', 'mmd', 'InceptionFeatures', 'VisionFeatures', 'CLIPFeatures',
+           'fid', 'cmmd', 'clip_score', 'shapes_features', 'evaluate']
 
 # %% ../nbs/05_eval.ipynb #e5f96b06
 _C, _S, _B = "|".join(COLORS), "|".join(SHAPES), "|".join(BACKGROUNDS)
@@ -123,3 +129,122 @@ def shapes_eval(generate, # fn(prompts, seeds) -> list of images
         chunk = items[i:i + batch_size]
         images += list(generate([c["prompt"] for c in chunk], [seed + i + j for j in range(len(chunk))]))
     return score_images(items, images), images
+
+# %% ../nbs/05_eval.ipynb #5e2f7a05
+def to_uint8(images)->torch.Tensor: # uint8 (N, 3, H, W)
+    "Images as a uint8 batch: from uint8 arrays or tensors (HWC or CHW, or lists of them), or float tensors in [0, 1]."
+    if isinstance(images, (list, tuple)): images = torch.stack([torch.as_tensor(np.asarray(i)) for i in images])
+    x = torch.as_tensor(images)
+    if x.ndim != 4: raise ValueError(f"expected a batch of images (N, H, W, 3) or (N, 3, H, W), got shape {tuple(x.shape)}")
+    if x.shape[1] != 3 and x.shape[-1] == 3: x = x.permute(0, 3, 1, 2)
+    if x.dtype == torch.uint8: return x.contiguous()
+    if not x.is_floating_point(): raise ValueError(f"images of dtype {x.dtype}: pass uint8 in [0, 255] or floats in [0, 1]")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(f"float images must lie in [0, 1], these span [{lo:.3g}, {hi:.3g}]: map [-1, 1] with (x + 1) / 2, "
+                         f"or pass uint8 in [0, 255] as they are (never scale uint8 by 255 again)")
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+# %% ../nbs/05_eval.ipynb #5ae11f3c
+def frechet_distance(f1:torch.Tensor, f2:torch.Tensor)->float:
+    "Fréchet distance between Gaussians fitted to two feature sets (N, D), as torch-fidelity computes FID."
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+    s1, s2 = fid_features_to_statistics(f1.double().cpu()), fid_features_to_statistics(f2.double().cpu())
+    return fid_statistics_to_metric(s1, s2, verbose=False)["frechet_inception_distance"]
+
+def mmd(x:torch.Tensor, y:torch.Tensor, sigma:float=10.0, scale:float=1000.0)->float:
+    "Maximum mean discrepancy with a Gaussian RBF kernel, as CMMD defines it (bandwidth 10, scaled by 1000)."
+    x, y = x.double(), y.double(); g = 1 / (2 * sigma ** 2)
+    k = lambda a, b: torch.exp(-g * torch.cdist(a, b) ** 2).mean()
+    return float(scale * (k(x, x) + k(y, y) - 2 * k(x, y)))
+
+# %% ../nbs/05_eval.ipynb #e413dbb4
+class InceptionFeatures:
+    "torch-fidelity's InceptionV3 (the FID network): 2048-d pool features of uint8 images."
+    FILE = "weights-inception-2015-12-05-6726825d.pth"
+    def __init__(self, weights:str|None=None, device="cpu"):
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        import os
+        path = weights or os.path.join(torch.hub.get_dir(), "checkpoints", self.FILE)
+        try: self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=path if os.path.exists(path) else None)
+        except Exception as e:
+            raise OSError(f"FID needs torch-fidelity's InceptionV3 weights, {self.FILE}; it is not at {path} and could not be downloaded "
+                          f"({e}). Download it once from github.com/toshas/torch-fidelity/releases (v0.2.0) and put it there, or "
+                          f"pass its path.") from e
+        self.net.eval().to(device); self.device = device
+    @torch.no_grad()
+    def __call__(self, images)->torch.Tensor: return self.net(to_uint8(images).to(self.device))[0].float().cpu()
+
+class VisionFeatures:
+    "Pooled features of a frozen vision encoder (DINOv2, the Shapes teacher): the mean of its patch features."
+    def __init__(self, teacher:VisionTeacher, device="cpu"): self.teacher = teacher.to(device); self.device = device
+    @classmethod
+    def load(cls, name_or_path:str, device="cpu"): return cls(VisionTeacher.load(name_or_path), device)
+    @torch.no_grad()
+    def __call__(self, images)->torch.Tensor:
+        x = to_uint8(images).to(self.device).float() / 127.5 - 1
+        return torch.cat([self.teacher(x[i:i + 256]).mean((1, 2)) for i in range(0, len(x), 256)]).cpu()
+
+class CLIPFeatures:
+    "A transformers CLIP model by hub id or local path: unit-norm image and text embeddings."
+    def __init__(self, name_or_path:str="openai/clip-vit-large-patch14-336", device="cpu"):
+        from transformers import CLIPModel, CLIPProcessor
+        try: self.model, self.proc = CLIPModel.from_pretrained(name_or_path).eval().to(device), CLIPProcessor.from_pretrained(name_or_path)
+        except OSError as e:
+            raise OSError(f"could not load the CLIP model {name_or_path!r}: {e}\nOffline? Save it once with save_pretrained and pass the local path.") from e
+        self.device = device
+    @torch.no_grad()
+    def __call__(self, images)->torch.Tensor:
+        x = to_uint8(images); px = self.proc(images=list(x.permute(0, 2, 3, 1).numpy()), return_tensors="pt")["pixel_values"]
+        e = self.model.get_image_features(pixel_values=px.to(self.device)); e = getattr(e, "pooler_output", e)
+        return F.normalize(e.float(), dim=-1).cpu()
+    @torch.no_grad()
+    def text(self, prompts:list[str])->torch.Tensor:
+        t = self.proc(text=list(prompts), return_tensors="pt", padding=True, truncation=True)
+        e = self.model.get_text_features(input_ids=t["input_ids"].to(self.device), attention_mask=t["attention_mask"].to(self.device))
+        return F.normalize(getattr(e, "pooler_output", e).float(), dim=-1).cpu()
+
+# %% ../nbs/05_eval.ipynb #198c3b05
+def fid(real, fake, features)->float:
+    "FID-style distance of two image sets under a feature extractor (InceptionFeatures gives the standard FID)."
+    return frechet_distance(features(real), features(fake))
+
+def cmmd(real, fake, features)->float:
+    "CMMD-style distance: RBF MMD (sigma 10, x1000) of unit-normalised embeddings (CLIPFeatures gives the paper's CMMD)."
+    return mmd(F.normalize(features(real), dim=-1), F.normalize(features(fake), dim=-1))
+
+def clip_score(images, prompts:list[str], clip:CLIPFeatures)->float:
+    "CLIP score: 100 x the mean of max(cosine(image, prompt), 0)."
+    return float(100 * (clip(images) * clip.text(prompts)).sum(-1).clamp(min=0).mean())
+
+# %% ../nbs/05_eval.ipynb #fb75bc50
+def shapes_features(path=None, device="cpu")->VisionFeatures:
+    "The Shapes teacher of the tricks chapter as an offline feature extractor, built once in `path` (default: the prx-nb cache)."
+    path = Path(path) if path else Path(os.environ.get("PRX_NB_CACHE", Path.home() / ".cache" / "prx-nb")) / "shapes-teacher"
+    return VisionFeatures(train_shapes_teacher(path), device)
+
+# %% ../nbs/05_eval.ipynb #5d447f2f
+METRICS = ("shapes", "fid-shapes", "cmmd-shapes", "fid", "clip", "cmmd", "dino-mmd")
+
+def evaluate(generate, # fn(prompts, seeds) -> images, as `shapes_eval` takes
+             metrics:list[str], # names from METRICS
+             S:int=32, n_per_task:int=50, seed:int=1234,
+             teacher=None, clip_model:str="openai/clip-vit-large-patch14-336", dino_model:str="facebook/dinov2-with-registers-large",
+             inception_weights:str|None=None, device="cpu")->dict:
+    "Generate the ShapesEval prompts once and compute each metric; distances compare against the reference renders of the same prompts."
+    bad = [m for m in metrics if m not in METRICS]
+    if bad: raise ValueError(f"unknown metrics {bad}; available: {', '.join(METRICS)}")
+    res, images = shapes_eval(generate, n_per_task=n_per_task, S=S, batch_size=60, seed=seed)
+    items = shapes_eval_prompts(n_per_task, S, seed); real = [render(it["scene"], S) for it in items]
+    out = {"shapes": res} if "shapes" in metrics else {}
+    if {"fid-shapes", "cmmd-shapes"} & set(metrics):
+        sf = shapes_features(teacher, device)
+        if "fid-shapes" in metrics: out["fid-shapes"] = fid(real, images, sf)
+        if "cmmd-shapes" in metrics: out["cmmd-shapes"] = cmmd(real, images, sf)
+    if "fid" in metrics: out["fid"] = fid(real, images, InceptionFeatures(inception_weights, device))
+    if {"clip", "cmmd"} & set(metrics):
+        cf = CLIPFeatures(clip_model, device)
+        if "clip" in metrics: out["clip"] = clip_score(images, [it["prompt"] for it in items], cf)
+        if "cmmd" in metrics: out["cmmd"] = cmmd(real, images, cf)
+    if "dino-mmd" in metrics: out["dino-mmd"] = cmmd(real, images, VisionFeatures.load(dino_model, device))
+    return out

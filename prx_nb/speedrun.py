@@ -6,7 +6,7 @@ Docs: https://prx-nb.github.io/prx-nb/speedrun.html.md"""
 
 # %% ../nbs/04_speedrun.ipynb #cb679f62
 from __future__ import annotations
-import argparse, copy, json, math, os, shutil, sys, time
+import argparse, copy, json, math, os, shutil, signal, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +16,14 @@ import yaml
 from .data import build_shapes, prepare_dataset, PreparedData, load_image_text
 from .architecture import (TextTower, build_word_tower, vocabulary, build_denoiser, model_config, build_pipeline, generate, sample_timesteps, set_attention,
                                  add_noise, x_pred_loss, count_params, flops_per_image)
-from .tricks import DenoiserEMA, drop_captions
-from .eval import shapes_eval, shapes_eval_prompts
+from .tricks import DenoiserEMA, Tricks, TRICKS_DEFAULTS, TreadGuidance, LPIPSLoss, make_optimizers
+from .eval import shapes_eval, shapes_eval_prompts, evaluate, METRICS
 
 # %% auto #0
-__all__ = ['BASE_CONFIG', 'PRESETS', 'GRID_PROMPTS', 'load_config', 'data_key', 'open_source', 'load_tower', 'ensure_data',
-           'save_checkpoint', 'list_checkpoints', 'run_shapes_eval', 'train', 'save_pipeline', 'load_pipeline',
-           'sample_grid', 'read_log', 'plot_curves', 'write_report', 'speedrun', 'main']
+__all__ = ['BASE_CONFIG', 'PRESETS', 'GRID_PROMPTS', 'ABLATIONS', 'LAUNCH_CONFIGS', 'load_config', 'data_key', 'open_source',
+           'load_tower', 'ensure_data', 'save_checkpoint', 'list_checkpoints', 'run_shapes_eval', 'run_plan',
+           'format_plan', 'train', 'save_pipeline', 'load_pipeline', 'sample_grid', 'read_log', 'plot_curves',
+           'write_report', 'speedrun', 'ablate', 'ablation_table', 'launch_config', 'main']
 
 # %% ../nbs/04_speedrun.ipynb #a1ecd1d9
 BASE_CONFIG = {
@@ -33,9 +34,11 @@ BASE_CONFIG = {
     "flow": {"shift": 3.0, "noise_scale": 1.0, "uniform_frac": 0.1, "loss_t_min": 0.3},
     "train": {"batch_size": 128, "lr": 2e-3, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.0, "warmup_steps": 200,
               "grad_clip": 1.0, "max_steps": None, "max_minutes": 18.0, "mixed_precision": "bf16", "compile": True, "attention": "auto", "seed": 0,
-              "log_every": 50, "checkpoint_every": 2000, "keep_checkpoints": 2, "num_workers": 0, "tensorboard": False,
-              "ema_decay": 0.998, "ema_every": 1, "caption_dropout": 0.1},
-    "eval": {"every": 1000, "n_per_task": 20, "final_n_per_task": 50, "steps": 20, "guidance_scale": 3.0, "seed": 1234},
+              "log_every": 50, "checkpoint_every": 2000, "keep_checkpoints": 2, "num_workers": 0, "tensorboard": "auto",
+              "ema_decay": 0.998, "ema_every": 1, "caption_dropout": 0.1, "cooldown": 0.0, "optimizer": "adamw", "muon_lr": None,
+              "global_batch": None, "max_bad_steps": 20, "gradient_checkpointing": False, "gpu_hour_usd": 2.0, "images_per_s_per_device": None},
+    "eval": {"every": 1000, "n_per_task": 20, "final_n_per_task": 50, "steps": 20, "guidance_scale": 3.0, "seed": 1234, "guidance": "cfg"},
+    "tricks": {**TRICKS_DEFAULTS, "repa_layer": 1},  # shapes-cpu has 4 blocks: align the 2nd, as PRX aligns the 8th of 16
 }
 
 # %% ../nbs/04_speedrun.ipynb #4b7546b7
@@ -73,7 +76,27 @@ PRESETS = {
                     "train": {"batch_size": 16, "max_steps": 30, "max_minutes": 5.0, "compile": False, "warmup_steps": 5, "log_every": 5,
                               "checkpoint_every": 20, "ema_decay": 0.9},
                     "eval": {"every": 20, "n_per_task": 2, "final_n_per_task": 2, "steps": 4}},
+    # PRX's 24-hour speedrun (Photoroom's blog, Part 3, and the Photoroom/PRX repo at 1a052fd, marked "repo"), stage 1.
+    "prx-24h-512": {
+        "model": {"preset": "prx-speedrun"},  # prx_jit_32_small (repo): hidden 1792, depth 16, heads 28, MLP 3.5, patch 32, bottleneck 256
+        "data": {"source": None, "n": None, "size": 512,  # set data.source: 8.7M synthetic images (data_cards/); stage 1 at 512 px
+                 "caption_columns": {"prompt": 0.5, "enhanced_prompt": 0.5}},  # short and re-captioned prompts mixed 50/50 (blog, Part 2)
+        "text": {"encoder": "google/t5gemma-2b-2b-ul2", "max_tokens": 256},  # T5-Gemma-2B, 2304-d, 256 tokens (repo)
+        "flow": {"shift": 3.0, "noise_scale": 1.0, "uniform_frac": 0.1, "loss_t_min": 0.05},  # shift 3 (repo); 10% uniform t; v at max(t, 0.05)
+        "train": {"global_batch": 1024, "batch_size": 32, "max_steps": 100_000, "max_minutes": None,  # batch 1024 (32 per H200 x 32), 100k steps (blog)
+                  "optimizer": "muon", "lr": 1e-4, "muon_lr": 1e-4, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.0,  # Muon + Adam (blog)
+                  "warmup_steps": 1000, "grad_clip": 0.2, "cooldown": 0.0,  # 1000-step warmup then constant; clip 0.2 (repo)
+                  "ema_decay": 0.999, "ema_every": 10, "caption_dropout": 0.1,  # EMA 0.999 every 10 batches; dropout 0.1 (repo)
+                  "mixed_precision": "bf16", "compile": True, "checkpoint_every": 2000, "keep_checkpoints": 3, "num_workers": 8, "log_every": 100},
+        "tricks": {"tread": 0.5, "tread_start": 1, "tread_end": 14,  # 50% of tokens, 2nd block to the penultimate (blog)
+                   "repa": 0.5, "repa_layer": 7, "teacher": "facebook/dinov3-vitl16-pretrain-lvd1689m",  # REPA-DINOv3 at the 8th block (repo)
+                   "lpips": 0.1, "lpips_net": "vgg", "lpips_scale": 0.5,  # LPIPS 0.1, VGG, images halved (repo)
+                   "dino": 0.01, "dino_teacher": "facebook/dinov2-with-registers-base"},  # DINOv2 ViT-B/14-reg perceptual, 0.01 (repo)
+        "eval": {"every": 0}},  # FID/CMMD against real images belong to the eval chapter, not ShapesEval
 }
+# Stage 2: 1024 px, 20k steps, global batch 512 (16 per GPU x 32), REPA off (blog, Part 3); starts from stage 1's EMA weights.
+PRESETS["prx-24h-1024"] = _merge(PRESETS["prx-24h-512"], {"data": {"size": 1024}, "train": {"global_batch": 512, "batch_size": 16, "max_steps": 20_000},
+                                                          "tricks": {"repa": 0.0}})
 
 def load_config(preset:str|None="shapes-cpu", # a name in PRESETS
                 file:str|None=None, # a YAML file of overrides (may name its own `preset`)
@@ -99,6 +122,7 @@ def data_key(cfg:dict)->dict:
 def open_source(cfg:dict, root):
     "The run's raw dataset: a Shapes build under `root`, or a real dataset by id or path."
     d = cfg["data"]
+    if not d["source"]: raise ValueError("data.source is not set: pass data.source=<hub id or local folder> (see the data chapter)")
     if d["source"] == "shapes": return build_shapes(Path(root) / "shapes", n=d["n"], S=d["size"], seed=d["seed"], proportions=d["proportions"])
     return load_image_text(d["source"], split=d["split"])
 
@@ -143,11 +167,36 @@ def _log(path, rec:dict):
 
 def _sampling(cfg): e = cfg["eval"]; return dict(size=cfg["data"]["size"], steps=e["steps"], guidance_scale=e["guidance_scale"])
 
-def run_shapes_eval(pipe, cfg:dict, n_per_task:int)->tuple[dict, list]:
+def run_shapes_eval(pipe, cfg:dict, n_per_task:int, guidance:str|None=None, # 'cfg' or 'tread' (default: eval.guidance)
+                   )->tuple[dict, list]:
     "ShapesEval of a pipeline with the run's sampling settings."
-    s = _sampling(cfg)
-    gen = lambda prompts, seeds: generate(pipe, prompts, seeds, s["size"], s["steps"], s["guidance_scale"])
-    return shapes_eval(gen, n_per_task=n_per_task, S=s["size"], batch_size=60, seed=cfg["eval"]["seed"])
+    s, g = _sampling(cfg), guidance or cfg["eval"]["guidance"]
+    if g not in ("cfg", "tread"): raise ValueError(f"eval.guidance={g!r}; choose 'cfg' or 'tread' (TREAD self-guidance)")
+    gen = lambda prompts, seeds: generate(pipe, prompts, seeds, s["size"], s["steps"], s["guidance_scale"] if g == "cfg" else 1.0)
+    if g == "cfg": return shapes_eval(gen, n_per_task=n_per_task, S=s["size"], batch_size=60, seed=cfg["eval"]["seed"])
+    c = cfg["tricks"]
+    with TreadGuidance(pipe.transformer, s["guidance_scale"], c["tread"] or 0.5, c["tread_start"], c["tread_end"]):
+        return shapes_eval(gen, n_per_task=n_per_task, S=s["size"], batch_size=60, seed=cfg["eval"]["seed"])
+
+# %% ../nbs/04_speedrun.ipynb #f60d422f
+def run_plan(cfg:dict, world:int=1, device:str="cpu")->dict:
+    "Devices, batches, accumulation, steps, samples, and the estimated time and cost of a run."
+    T = cfg["train"]; micro = T["batch_size"]; g = T["global_batch"] or micro * world
+    if g % (micro * world): raise ValueError(f"train.global_batch={g} is not a multiple of train.batch_size x devices = {micro} x {world}; "
+                                            f"pick a global batch divisible by {micro * world} or another micro-batch")
+    accum = g // (micro * world); steps = T["max_steps"]; ips = T["images_per_s_per_device"]
+    hours = steps * g / (ips * world) / 3600 if steps and ips else None
+    return dict(devices=world, device=device, micro_batch=micro, accumulation=accum, global_batch=g, steps=steps,
+                samples=steps * g if steps else None, minutes_budget=T["max_minutes"], hours=hours,
+                usd=hours * world * T["gpu_hour_usd"] if hours is not None and device == "cuda" else None)
+
+def format_plan(p:dict)->str:
+    "One line per fact of a plan."
+    est = (f"{p['hours']:.1f} h" + (f", ${p['usd']:,.0f} at the configured price" if p["usd"] is not None else "")) if p["hours"] else \
+          "set train.images_per_s_per_device (bench/train_step.py) for a time estimate"
+    return "\n".join([f"plan: {p['devices']} x {p['device']}, micro-batch {p['micro_batch']} x accumulation {p['accumulation']} = global batch {p['global_batch']}",
+                      f"      steps {p['steps'] or 'until the time budget'}" + (f", {p['samples']:,} samples" if p["samples"] else "") +
+                      (f", budget {p['minutes_budget']} min" if p["minutes_budget"] else ""), f"      estimate: {est}"])
 
 # %% ../nbs/04_speedrun.ipynb #bd4aba60
 def train(cfg:dict, # a config from `load_config`
@@ -160,27 +209,55 @@ def train(cfg:dict, # a config from `load_config`
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     out = Path(out); out.mkdir(parents=True, exist_ok=True); T = cfg["train"]; F = cfg["flow"]
-    acc = Accelerator(mixed_precision=T["mixed_precision"] if T["mixed_precision"] != "no" else "no")
+    from accelerate import PartialState
+    cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1  # torchrun on CPUs: gloo processes
+    world = PartialState(cpu=cpu).num_processes; accum = run_plan(cfg, world)["accumulation"]
+    from accelerate.utils import DataLoaderConfiguration  # the shuffle order is a function of (seed, epoch): a resumed epoch repeats it
+    mp = "no" if T["mixed_precision"] in (False, None, "no") else T["mixed_precision"]  # YAML reads a bare `no` as False
+    acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=accum, cpu=cpu,
+                      step_scheduler_with_optimizer=False,  # our schedule counts optimizer steps, whatever the number of processes
+                      dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=T["seed"]))
     set_seed(T["seed"])
+    if acc.is_main_process and progress: print(format_plan(run_plan(cfg, world, acc.device.type)))
+    if T["optimizer"] == "muon" and acc.distributed_type.name == "FSDP":
+        raise ValueError("train.optimizer=muon orthogonalises whole matrices, which FSDP2 shards across ranks; use DDP for Muon, "
+                         "or train.optimizer=adamw under FSDP2 (see the tricks chapter)")
     with acc.main_process_first():
         ds = open_source(cfg, out / "data"); tower = load_tower(cfg, ds); prep = ensure_data(cfg, out / "data", tower, ds)
+    tower.encoder.to(acc.device)  # the in-training evaluation encodes its prompts where the denoiser runs
     data = PreparedData(prep, seed=T["seed"])
     mcfg = {k: v for k, v in cfg["model"].items() if k != "preset"}
     model = build_denoiser(cfg["model"]["preset"], context_in_dim=tower.dim, **mcfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=T["lr"], betas=tuple(T["betas"]), eps=T["eps"], weight_decay=T["weight_decay"])
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, T["warmup_steps"])))
+    with acc.main_process_first():  # rank 0 builds the Shapes teacher (if REPA needs it), the others then load it
+        tricks = Tricks(model, cfg["tricks"], teacher_root=out / "data", t_min=F["loss_t_min"]).to(acc.device)
+    aux = tricks.trainable()
+    opts = make_optimizers(model, T, aux)
+    prog = [0.0]
+    def lr_factor(s):
+        c = T.get("cooldown", 0.0); w = min(1.0, (s + 1) / max(1, T["warmup_steps"]))
+        return w * (max(0.0, min(1.0, (1 - prog[0]) / c)) if c else 1.0)
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lr_factor) for o in opts]
     dl = torch.utils.data.DataLoader(data, batch_size=T["batch_size"], shuffle=True, drop_last=True, num_workers=T["num_workers"],
                                      generator=torch.Generator().manual_seed(T["seed"]))
-    model, opt, dl, sched = acc.prepare(model, opt, dl, sched)
+    mods = [model] if aux is None else [model, aux]
+    out_ = acc.prepare(*mods, dl, *opts, *scheds); k, n = len(mods), len(opts)
+    mods, dl, opts, scheds = list(out_[:k]), out_[k], list(out_[k + 1:k + 1 + n]), list(out_[k + 1 + n:])
+    model = mods[0]; params = [p for m in mods for p in m.parameters()]
+    if aux is not None: object.__setattr__(tricks.repa, "project", mods[1])  # the projector's gradients sync across ranks
     raw = set_attention(acc.unwrap_model(model), T["attention"]); ema = DenoiserEMA(raw, T["ema_decay"], T["ema_every"])
     E, M = data.embeds.to(acc.device), data.masks.to(acc.device)
     step, epoch, batch_in_epoch, trained_s, skipped = 0, 0, 0, 0.0, 0
+    if acc.is_main_process:  # a checkpoint interrupted while being written is never used, and never left behind
+        for d in (out / "checkpoints").glob(".tmp-step-*"): shutil.rmtree(d, ignore_errors=True)
     if resume is not None and list_checkpoints(out):
         s = list_checkpoints(out)[-1] if resume == "latest" else int(resume); ck = out / "checkpoints" / f"step-{s}"
         acc.load_state(str(ck)); ema.load_state_dict(torch.load(ck / "ema.pt", weights_only=False))
         st = json.loads((ck / "trainer.json").read_text()); step, epoch, batch_in_epoch, trained_s = st["step"], st["epoch"], st["batch_in_epoch"], st["trained_s"]
+    if T["gradient_checkpointing"]: raw.enable_gradient_checkpointing()  # recompute block activations in backward: less memory
     fwd = torch.compile(model) if T["compile"] else model
     logf = out / "metrics.jsonl"; tb = None
+    if T["tensorboard"] == "auto":  # on whenever tensorboard is installed
+        import importlib.util; T = dict(T, tensorboard=importlib.util.find_spec("tensorboard") is not None)
     if T["tensorboard"] and acc.is_main_process:
         from torch.utils.tensorboard import SummaryWriter; tb = SummaryWriter(str(out / "tb"))
     if acc.is_main_process:
@@ -188,34 +265,54 @@ def train(cfg:dict, # a config from `load_config`
     budget_s = 60 * T["max_minutes"] if T["max_minutes"] else float("inf"); max_steps = T["max_steps"] or float("inf")
     bar = tqdm(total=None if max_steps == float("inf") else int(max_steps), initial=step, disable=not (progress and acc.is_main_process),
                unit="step", dynamic_ncols=True)
-    gen = torch.Generator(device=acc.device).manual_seed(T["seed"] + 1000 * acc.process_index + step)
+    gen = torch.Generator(device=acc.device)
     pipe = build_pipeline(ema.model, tower, cfg["data"]["size"], F["shift"], F["noise_scale"])
     t_rate, n_rate, loss_acc, n_loss, done, ips, loss = 0.0, 0, 0.0, 0, step >= max_steps, 0.0, torch.tensor(float("nan"))
+    part_acc, bad_run, acc_dt = {}, 0, 0.0
+    stop, old = [0], {}  # SIGTERM/SIGINT: checkpoint at the next step boundary, then exit cleanly
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try: old[sig] = signal.signal(sig, lambda n, f: stop.__setitem__(0, n))
+        except ValueError: pass  # not the main thread: no handlers
     while not done:
-        data.set_epoch(epoch)
+        data.set_epoch(epoch); dl.set_epoch(epoch)
         batches = acc.skip_first_batches(dl, batch_in_epoch) if batch_in_epoch else dl
         for pix, ids in batches:
-            t0 = time.perf_counter()
-            x0 = pix.to(acc.device).float() / 127.5 - 1
-            ids = drop_captions(ids.to(acc.device), T["caption_dropout"], generator=gen)
-            t = sample_timesteps(len(x0), F["shift"], F["uniform_frac"], generator=gen, device=acc.device)
-            x_t = add_noise(x0, t, torch.randn(x0.shape, generator=gen, device=acc.device), F["noise_scale"])
-            with acc.autocast(): pred = fwd(x_t, t, E[ids.long()].float(), M[ids.long()]).sample
-            loss = x_pred_loss(pred.float(), x0, x_t, t, F["loss_t_min"]).mean()
-            if not torch.isfinite(loss):
-                skipped += 1; opt.zero_grad(set_to_none=True)
-                if acc.is_main_process: _log(logf, dict(event="skip", step=step, loss=float(loss)))
-                continue
-            acc.backward(loss)
-            if T["grad_clip"]: acc.clip_grad_norm_(model.parameters(), T["grad_clip"])
-            opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
-            step += 1; batch_in_epoch += 1; ema.update(raw, step)
-            dt = time.perf_counter() - t0; trained_s += dt; loss_acc += loss.item(); n_loss += 1
-            if step > 10: t_rate += dt; n_rate += 1
-            ips = T["batch_size"] * acc.num_processes * n_rate / t_rate if t_rate else 0.0
+            t0 = time.perf_counter(); batch_in_epoch += 1
+            x0 = pix.to(acc.device).float() / 127.5 - 1; b = len(x0); sl = slice(acc.process_index * b, (acc.process_index + 1) * b)
+            # the randomness of a batch is a function of (seed, epoch, batch) alone, drawn for the global batch and sliced per rank:
+            # a resumed run and a run on any number of processes draw exactly the same noise, timesteps and dropped captions
+            gen.manual_seed((T["seed"] * 1_000_003 + epoch) * 1_000_003 + batch_in_epoch); G = b * acc.num_processes
+            ids = torch.where(torch.rand(G, generator=gen, device=acc.device)[sl] < T["caption_dropout"], 0, ids.to(acc.device))
+            t = sample_timesteps(G, F["shift"], F["uniform_frac"], generator=gen, device=acc.device)[sl]
+            x_t = add_noise(x0, t, torch.randn((G, *x0.shape[1:]), generator=gen, device=acc.device)[sl], F["noise_scale"])
+            with acc.accumulate(*mods):
+                with acc.autocast():
+                    pred = fwd(x_t, t, E[ids.long()].float(), M[ids.long()]).sample
+                    loss, parts = tricks.loss(pred.float(), x0, x_t, t, prog[0])
+                bad = ~torch.isfinite(loss.detach())
+                if acc.num_processes > 1: bad = acc.reduce(bad.float(), reduction="sum") > 0  # every rank skips together: no hang
+                if bad:  # skip the batch, keep the run; stop only when it keeps happening
+                    skipped += 1; bad_run += 1; [o.zero_grad(set_to_none=True) for o in opts]
+                    if acc.is_main_process: _log(logf, dict(event="skip", step=step, loss=float(loss)))
+                    if bad_run >= T["max_bad_steps"]:
+                        raise FloatingPointError(f"{bad_run} non-finite losses in a row at step {step}: lower train.lr, raise train.warmup_steps "
+                                                 f"or check the data; resume from the last checkpoint with --resume latest")
+                    continue
+                bad_run = 0; acc.backward(loss)
+                if acc.sync_gradients and T["grad_clip"]: acc.clip_grad_norm_(params, T["grad_clip"])
+                for o in opts: o.step(); o.zero_grad(set_to_none=True)
+            gl = acc.reduce(loss.detach(), reduction="mean") if acc.num_processes > 1 else loss.detach()  # the global batch's loss
+            dt = time.perf_counter() - t0; trained_s += dt; loss_acc += gl.item(); n_loss += 1; acc_dt += dt
+            for k, v in parts.items(): part_acc[k] = part_acc.get(k, 0.0) + v
+            if not acc.sync_gradients: continue  # a micro-batch of a larger global batch
+            step += 1; prog[0] = max(step / max_steps, trained_s / budget_s); [sc.step() for sc in scheds]
+            ema.update(raw, step)
+            if step > 10: t_rate += acc_dt; n_rate += 1
+            acc_dt = 0.0; ips = T["batch_size"] * accum * acc.num_processes * n_rate / t_rate if t_rate else 0.0
             if step % T["log_every"] == 0 and acc.is_main_process:
-                rec = dict(step=step, loss=loss_acc / n_loss, lr=sched.get_last_lr()[0], images_per_s=ips, train_s=trained_s, epoch=epoch)
-                _log(logf, rec); loss_acc, n_loss = 0.0, 0
+                rec = dict(step=step, loss=loss_acc / n_loss, lr=scheds[0].get_last_lr()[0], images_per_s=ips, train_s=trained_s, epoch=epoch,
+                           **({f"loss_{k}": v / n_loss for k, v in part_acc.items()} if len(part_acc) > 1 else {}))
+                _log(logf, rec); loss_acc, n_loss, part_acc = 0.0, 0, {}
                 if tb: [tb.add_scalar(f"train/{k}", v, step) for k, v in rec.items() if k != "step"]
             eta = (budget_s - trained_s) if budget_s < float("inf") else (max_steps - step) * trained_s / step
             bar.update(1); bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{ips:.0f}", eta=f"{max(eta, 0) / 60:.1f}min", refresh=False)
@@ -225,12 +322,19 @@ def train(cfg:dict, # a config from `load_config`
                 if tb: [tb.add_scalar(f"shapes/{k}", v, step) for k, v in res.items() if k != "n"]
             if T["checkpoint_every"] and step % T["checkpoint_every"] == 0:
                 save_checkpoint(acc, out, step, ema, dict(epoch=epoch, batch_in_epoch=batch_in_epoch, trained_s=trained_s), T["keep_checkpoints"])
+            if acc.num_processes > 1: stop[0] = int(acc.reduce(torch.tensor(stop[0], device=acc.device), reduction="sum"))  # all ranks agree
+            if stop[0]:
+                save_checkpoint(acc, out, step, ema, dict(epoch=epoch, batch_in_epoch=batch_in_epoch, trained_s=trained_s), T["keep_checkpoints"])
+                if acc.is_main_process: _log(logf, dict(event="interrupted", step=step, signal=stop[0]))
+                done = True; break
             if step >= max_steps or trained_s >= budget_s: done = True; break
         else: epoch, batch_in_epoch = epoch + 1, 0
     bar.close()
-    summary = dict(steps=step, images_seen=step * T["batch_size"] * acc.num_processes, train_minutes=trained_s / 60, images_per_s=ips,
-                   skipped_steps=skipped, final_loss=float(loss.item()), params=sum(p.numel() for p in raw.parameters()), epochs=epoch)
-    if acc.is_main_process:
+    for sig, h in old.items(): signal.signal(sig, h)
+    summary = dict(steps=step, images_seen=step * T["batch_size"] * accum * acc.num_processes, train_minutes=trained_s / 60, images_per_s=ips,
+                   skipped_steps=skipped, final_loss=float(loss.item()), params=sum(p.numel() for p in raw.parameters()), epochs=epoch,
+                   interrupted=bool(stop[0]))
+    if acc.is_main_process and not stop[0]:
         save_pipeline(build_pipeline(ema.averaged(), tower, cfg["data"]["size"], F["shift"], F["noise_scale"]), out / "pipeline", _sampling(cfg))
         _log(logf, dict(event="end", **summary))
     if tb: tb.close()
@@ -316,7 +420,7 @@ GRID_PROMPTS = ["a large red circle in the center on a white background", "a sma
 def speedrun(cfg:dict, out, progress:bool=True)->dict:
     "Train, save, judge and report: writes pipeline/, metrics.json, samples.png and report.md in `out`."
     t0 = time.time(); out = Path(out); summary = train(cfg, out, progress=progress)
-    pipe, sampling = load_pipeline(out / "pipeline")
+    pipe, sampling = load_pipeline(out / "pipeline", device="cuda" if torch.cuda.is_available() else "cpu")
     res, _ = run_shapes_eval(pipe, cfg, cfg["eval"]["final_n_per_task"])
     imgs = generate(pipe, GRID_PROMPTS, list(range(len(GRID_PROMPTS))), sampling["size"], sampling["steps"], sampling["guidance_scale"])
     sample_grid(imgs, GRID_PROMPTS, path=out / "samples.png")
@@ -325,6 +429,69 @@ def speedrun(cfg:dict, out, progress:bool=True)->dict:
                    wall_minutes=(time.time() - t0) / 60, device=str(pipe.device), torch=torch.__version__, threads=torch.get_num_threads())
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1)); write_report(out, metrics)
     return metrics
+
+# %% ../nbs/04_speedrun.ipynb #dd40961b
+ABLATIONS = {  # name: overrides on top of the preset
+    "baseline": [], "+tread": ["tricks.tread=0.5"], "+repa": ["tricks.repa=0.5"], "+dino": ["tricks.dino=0.01"],
+    "+lpips": ["tricks.lpips=0.1"], "+muon": ["train.optimizer=muon"], "+cfm": ["tricks.cfm=0.05"],
+    "full": ["tricks.tread=0.5", "tricks.repa=0.5", "tricks.dino=0.01", "tricks.lpips=0.1", "train.optimizer=muon"],
+}
+
+def ablate(preset:str="shapes-cpu", out="runs/ablations", minutes:float=4.0, # training budget per run
+           overrides:list[str]=(), runs:list[str]|None=None, # which of ABLATIONS (default all)
+           progress:bool=False)->list[dict]:
+    "Train and judge each ablation run for the same budget and seed; writes ablations.json and ablations.md in `out`."
+    out = Path(out); (out / "data").mkdir(parents=True, exist_ok=True); rows = []
+    for name in runs or list(ABLATIONS):
+        if name not in ABLATIONS: raise KeyError(f"unknown ablation {name!r}; choose from {list(ABLATIONS)}")
+    try: LPIPSLoss(); no_lpips = None
+    except (OSError, ImportError) as e: no_lpips = str(e).splitlines()[0]
+    for name in runs or list(ABLATIONS):
+        d = out / name.replace("+", "plus-"); d.mkdir(exist_ok=True)
+        if not (d / "data").exists(): (d / "data").symlink_to(Path("..") / "data")  # one prepared dataset and teacher for all
+        ov = ABLATIONS[name]
+        if no_lpips and any(o.startswith("tricks.lpips") for o in ov):
+            if len(ov) == 1: rows.append(dict(run=name, error=no_lpips)); continue
+            ov = [o for o in ov if not o.startswith("tricks.lpips")]; name += " (no LPIPS: weights unavailable)"
+        cfg = load_config(preset, overrides=[*overrides, f"train.max_minutes={minutes}", *ov])
+        try: m = speedrun(cfg, d, progress=progress)
+        except (OSError, ImportError) as e: rows.append(dict(run=name, error=str(e).splitlines()[0])); continue
+        log = [r for r in read_log(d) if "loss" in r]
+        rows.append(dict(run=name, images_per_s=round(m["images_per_s"], 1), steps=m["steps"],
+                         final_flow_loss=round(log[-1].get("loss_flow", log[-1]["loss"]), 4) if log else None,
+                         overall=m["overall"], **{k: m["shapes"][k] for k in ("single", "count", "relation", "novel")}))
+        if cfg["tricks"]["tread"] > 0:  # routed models are also judged with TREAD self-guidance
+            rows[-1]["overall_tread_guidance"] = run_shapes_eval(load_pipeline(d / "pipeline")[0], cfg, cfg["eval"]["final_n_per_task"], "tread")[0]["overall"]
+        _save_ablations(out, dict(preset=preset, minutes=minutes, overrides=list(overrides)), rows)  # after each run
+    _save_ablations(out, dict(preset=preset, minutes=minutes, overrides=list(overrides)), rows)  # runs that could not start, too
+    return rows
+
+def _save_ablations(out, meta:dict, rows:list[dict]):
+    "Write ablations.json/.md; rows of runs not redone this time are kept when the settings match."
+    p = out / "ablations.json"; old = json.loads(p.read_text()) if p.exists() else {}
+    keep = [r for r in old.get("runs", []) if {k: old.get(k) for k in meta} == meta and r["run"] not in {x["run"] for x in rows}]
+    order = {n: i for i, n in enumerate(ABLATIONS)}
+    allrows = sorted(keep + rows, key=lambda r: order.get(r["run"].split(" (")[0], len(order)))
+    p.write_text(json.dumps(dict(meta, runs=allrows), indent=1)); (out / "ablations.md").write_text(ablation_table(allrows))
+
+def ablation_table(rows:list[dict])->str:
+    "The ablation rows as a markdown table."
+    cols = ["images_per_s", "steps", "final_flow_loss", "overall", "single", "count", "relation", "novel", "overall_tread_guidance"]
+    lines = ["| run | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for r in rows:
+        cells = [f"error: {r['error']}"] + [""] * (len(cols) - 1) if "error" in r else [
+            f"{r[c]:.3f}" if isinstance(r.get(c), float) and c != "images_per_s" else str(r.get(c, "")) for c in cols]
+        lines.append(f"| {r['run']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+# %% ../nbs/04_speedrun.ipynb #33710415
+LAUNCH_CONFIGS = ("1gpu", "8gpu-ddp", "fsdp2-8gpu", "fsdp2-4x8gpu")
+
+def launch_config(name:str)->Path:
+    "Path of an accelerate config shipped with prx-nb (`accelerate launch --config_file PATH -m prx_nb train ...`)."
+    if name not in LAUNCH_CONFIGS: raise KeyError(f"unknown launch config {name!r}; choose one of {LAUNCH_CONFIGS}")
+    from importlib.resources import files
+    return Path(str(files("prx_nb") / "configs" / f"{name}.yaml"))
 
 # %% ../nbs/04_speedrun.ipynb #db6ab448
 def _config_args(p):
@@ -342,11 +509,17 @@ def _parser():
     p.add_argument("--pipeline", required=True); p.add_argument("--prompt", action="append", required=True); p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0); p.add_argument("--steps", type=int); p.add_argument("--guidance-scale", type=float)
     p = sub.add_parser("eval", help="judge a saved pipeline"); p.add_argument("--pipeline", required=True); p.add_argument("--out", required=True)
-    p.add_argument("--metrics", default="shapes", help="comma-separated; available: shapes"); p.add_argument("--n-per-task", type=int, default=50)
+    p.add_argument("--metrics", default="shapes", help=f"comma-separated, from {', '.join(METRICS)}"); p.add_argument("--n-per-task", type=int, default=50)
+    p.add_argument("--teacher", help="Shapes teacher directory for fid-shapes/cmmd-shapes (default: built once in the prx-nb cache)")
+    p.add_argument("--clip-model", default="openai/clip-vit-large-patch14-336"); p.add_argument("--dino-model", default="facebook/dinov2-with-registers-large")
+    p.add_argument("--inception-weights", help="path of torch-fidelity's InceptionV3 weights (default: the torch hub cache)")
     p.add_argument("--steps", type=int); p.add_argument("--guidance-scale", type=float)
     p = sub.add_parser("data", help="build data"); ds = p.add_subparsers(dest="what", required=True)
     q = ds.add_parser("shapes", help="generate the Shapes set"); q.add_argument("--out", required=True)
     q.add_argument("--n", type=int, default=20000); q.add_argument("--size", type=int, default=32); q.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("ablate", help="each trick against the baseline, same budget"); _config_args(p); p.add_argument("--out", required=True)
+    p.add_argument("--minutes", type=float, default=4.0, help="training minutes per run"); p.add_argument("--runs", help=f"comma-separated, from {list(ABLATIONS)}")
+    p = sub.add_parser("launch-config", help="path of an accelerate config shipped with prx-nb"); p.add_argument("name", choices=LAUNCH_CONFIGS)
     p = sub.add_parser("config", help="print a resolved config"); _config_args(p)
     return ap
 
@@ -363,8 +536,11 @@ def main(argv:list[str]|None=None):
             cfg = load_config(a.preset, a.config, ov)
         if a.cmd == "config": print(yaml.safe_dump(cfg, sort_keys=False)); return 0
         if a.cmd == "speedrun":
-            m = speedrun(cfg, a.out); print(json.dumps({k: m[k] for k in ("shapes", "steps", "train_minutes", "images_per_s", "wall_minutes")}, indent=1))
-        elif a.cmd == "train": print(json.dumps(train(cfg, a.out, resume=a.resume), indent=1))
+            m = speedrun(cfg, a.out)
+            print(json.dumps({k: m.get(k) for k in ("shapes", "steps", "train_minutes", "images_per_s", "wall_minutes", "interrupted")}, indent=1))
+        elif a.cmd == "train":
+            summary = train(cfg, a.out, resume=a.resume)
+            if int(os.environ.get("RANK", "0")) == 0: print(json.dumps(summary, indent=1))
         elif a.cmd == "sample":
             pipe, s = load_pipeline(a.pipeline)
             imgs = generate(pipe, a.prompt, [a.seed + i for i in range(len(a.prompt))], s["size"], a.steps or s["steps"], a.guidance_scale or s["guidance_scale"])
@@ -373,13 +549,18 @@ def main(argv:list[str]|None=None):
             print(a.out)
         elif a.cmd == "eval":
             names = [m.strip() for m in a.metrics.split(",") if m.strip()]
-            if set(names) - {"shapes"}: raise ValueError(f"unknown metrics {sorted(set(names) - {'shapes'})}; available: shapes")
+            if set(names) - set(METRICS): raise ValueError(f"unknown metrics {sorted(set(names) - set(METRICS))}; available: {', '.join(METRICS)}")
             pipe, s = load_pipeline(a.pipeline); s = dict(s, steps=a.steps or s["steps"], guidance_scale=a.guidance_scale or s["guidance_scale"])
             gen = lambda prompts, seeds: generate(pipe, prompts, seeds, s["size"], s["steps"], s["guidance_scale"])
-            res, _ = shapes_eval(gen, n_per_task=a.n_per_task, S=s["size"], batch_size=60)
-            Path(a.out).write_text(json.dumps(dict(shapes=res, sampling=s, pipeline=str(a.pipeline)), indent=1)); print(json.dumps(res))
+            res = evaluate(gen, names, S=s["size"], n_per_task=a.n_per_task, teacher=a.teacher, clip_model=a.clip_model,
+                           dino_model=a.dino_model, inception_weights=a.inception_weights)
+            Path(a.out).write_text(json.dumps(dict(res, sampling=s, pipeline=str(a.pipeline), n_per_task=a.n_per_task), indent=1)); print(json.dumps(res))
+        elif a.cmd == "launch-config": print(launch_config(a.name))
+        elif a.cmd == "ablate":
+            rows = ablate(a.preset, a.out, a.minutes, list(a.overrides), a.runs.split(",") if a.runs else None, progress=True)
+            print(ablation_table(rows))
         elif a.cmd == "data":
             ds = build_shapes(a.out, n=a.n, S=a.size, seed=a.seed); print(f"{len(ds)} images in {a.out}")
-    except (KeyError, ValueError, FileNotFoundError, OSError) as e:
+    except (KeyError, ValueError, FileNotFoundError, OSError, FloatingPointError) as e:
         print(f"prx-nb: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr); return 2
     return 0

@@ -8,7 +8,7 @@ BIN = Path(sys.executable).parent
 
 def run(args, check=True, **kw):
     "Run a command with the test interpreter's environment, offline."
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env = dict(kw.pop("env", os.environ), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     r = subprocess.run(args, capture_output=True, text=True, env=env, **kw)
     if check and r.returncode != 0: raise AssertionError(f"{args} exited {r.returncode}\nstdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-3000:]}")
     return r

@@ -1,6 +1,6 @@
 "The saved artifact is plain diffusers: it loads and samples in a process that never imports prx_nb."
 import json, sys, textwrap
-from conftest import run
+from conftest import BIN, run
 
 SCRIPT = textwrap.dedent('''
     import json, sys, torch
@@ -30,3 +30,21 @@ def test_pipeline_weights_are_the_ema(tiny_run):
     from diffusers import PRXTransformer2DModel
     m = PRXTransformer2DModel.from_pretrained(str(tiny_run / "pipeline"), subfolder="transformer")
     assert all(torch.isfinite(p).all() for p in m.parameters())
+
+
+def test_every_trick_still_saves_a_plain_pipeline(tmp_path):
+    "A run with TREAD, REPA (a tiny local teacher), DINO perceptual, contrastive FM and Muon saves a pipeline diffusers loads alone."
+    from transformers import Dinov2Config, Dinov2Model
+    teacher = tmp_path / "teacher"
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, patch_size=8,
+                             image_size=32)).save_pretrained(str(teacher))
+    out = tmp_path / "run"
+    run([str(BIN / "prx-nb"), "train", "--preset", "shapes-tiny", "--out", str(out), "--max-steps", "12", "model.depth=4",
+         "tricks.tread=0.5", "tricks.repa=0.5", f"tricks.teacher={teacher}", "tricks.dino=0.01", "tricks.cfm=0.05", "train.optimizer=muon"])
+    log = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    parts = [r for r in log if "loss_repa" in r]
+    assert parts and {"loss_flow", "loss_repa", "loss_dino"} <= set(parts[-1])
+    r = run([sys.executable, "-c", SCRIPT, str(out / "pipeline")])
+    assert json.loads(r.stdout.strip().splitlines()[-1])["cls"] == "PRXPixelPipeline"
+    sd = __import__("safetensors.torch", fromlist=["load_file"]).load_file(str(out / "pipeline" / "transformer" / "diffusion_pytorch_model.safetensors"))
+    assert not any("proj" in k and k.startswith("repa") for k in sd)  # the REPA projector is training-only

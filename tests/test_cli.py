@@ -8,7 +8,12 @@ PRX = str(BIN / "prx-nb")
 
 def test_help_lists_subcommands():
     out = run([PRX, "--help"]).stdout
-    for cmd in ("speedrun", "train", "sample", "eval", "data", "config"): assert cmd in out
+    for cmd in ("speedrun", "train", "sample", "eval", "data", "config", "ablate"): assert cmd in out
+
+
+def test_ablate_rejects_unknown_runs(tmp_path):
+    r = run([PRX, "ablate", "--preset", "shapes-tiny", "--out", str(tmp_path), "--runs", "baseline,+magic"], check=False)
+    assert r.returncode == 2 and "unknown ablation" in r.stderr and "+tread" in r.stderr
 
 
 def test_unknown_config_key_is_a_clear_error():
@@ -59,5 +64,28 @@ def test_sample_and_eval(tiny_run, tmp_path):
     run([PRX, "eval", "--pipeline", str(tiny_run / "pipeline"), "--metrics", "shapes", "--n-per-task", "2", "--steps", "3", "--out", str(js)])
     res = json.loads(js.read_text())["shapes"]
     assert set(res) >= {"single", "count", "relation", "overall", "novel"} and 0 <= res["overall"] <= 1
-    r = run([PRX, "eval", "--pipeline", str(tiny_run / "pipeline"), "--metrics", "fid", "--out", str(js)], check=False)
-    assert r.returncode == 2 and "available: shapes" in r.stderr
+    r = run([PRX, "eval", "--pipeline", str(tiny_run / "pipeline"), "--metrics", "fidd", "--out", str(js)], check=False)
+    assert r.returncode == 2 and "available: shapes, fid-shapes" in r.stderr
+    r = run([PRX, "eval", "--pipeline", str(tiny_run / "pipeline"), "--metrics", "fid", "--n-per-task", "2", "--steps", "2", "--out", str(js)], check=False)
+    assert r.returncode == 0 or (r.returncode == 2 and "weights-inception-2015-12-05-6726825d.pth" in r.stderr), r.stderr[-2000:]
+
+
+def test_eval_shapes_distribution_metrics(tiny_run, tmp_path):
+    "fid-shapes and cmmd-shapes run offline with a Shapes feature network given by path."
+    from transformers import Dinov2Config, Dinov2Model
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, patch_size=8,
+                             image_size=32)).save_pretrained(str(tmp_path / "teacher"))
+    js = tmp_path / "e.json"
+    run([PRX, "eval", "--pipeline", str(tiny_run / "pipeline"), "--metrics", "shapes,fid-shapes,cmmd-shapes", "--n-per-task", "3",
+         "--steps", "2", "--teacher", str(tmp_path / "teacher"), "--out", str(js)])
+    res = json.loads(js.read_text())
+    assert res["fid-shapes"] > 0 and res["cmmd-shapes"] > 0 and 0 <= res["shapes"]["overall"] <= 1 and res["sampling"]["steps"] == 2
+
+
+def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path):
+    "A NaN loss is logged and its batch skipped; `train.max_bad_steps` in a row stop the run with what to change."
+    out = tmp_path / "nan"
+    r = run([PRX, "train", "--preset", "shapes-tiny", "--out", str(out), "flow.noise_scale=.nan", "train.max_bad_steps=3"], check=False)
+    assert r.returncode == 2 and "3 non-finite losses in a row" in r.stderr and "train.lr" in r.stderr
+    ev = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert sum(e.get("event") == "skip" for e in ev) == 3 and not (out / "pipeline").exists()
