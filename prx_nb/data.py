@@ -20,7 +20,7 @@ __all__ = ['BACKGROUNDS', 'COLORS', 'SHAPES', 'POSITIONS', 'SIZE_DIVISORS', 'HEL
            'snap', 'render', 'cell_of', 'sample_scene', 'canonical_caption', 'paraphrases', 'shapes_example',
            'shapes_manifest', 'build_shapes', 'verify_shapes', 'BadSample', 'load_image_text', 'check_columns',
            'caption_options', 'pick_caption', 'decode_image', 'center_crop_resize', 'BadDataReport', 'undecoded',
-           'clean_rows', 'prepare_dataset', 'PreparedData']
+           'clean_rows', 'prepare_dataset', 'PreparedData', 'prepare_shards', 'finish_shards']
 
 # %% ../nbs/01_data.ipynb #b8a87534
 BACKGROUNDS = {"white": (245, 245, 245), "black": (15, 15, 15), "gray": (128, 128, 128)}
@@ -382,6 +382,7 @@ def prepare_dataset(ds, # a `datasets.Dataset` (or any sized iterable of dict ro
                     caption_columns:dict|None=None, # column -> weight
                     encode_batch:int=512, # captions per encoder call
                     meta:dict|None=None, # extra facts stored in prepared.json
+                    encode_images=None, # fn(uint8 (B, S, S, 3)) -> latents (B, C, h, w): latent mode stores these instead of pixels
                    )->dict: # the prepared.json content
     "Convert a dataset once into pixels, caption ids and cached text-encoder states."
     from safetensors.torch import save_file
@@ -396,9 +397,12 @@ def prepare_dataset(ds, # a `datasets.Dataset` (or any sized iterable of dict ro
         e, m = encode(uniq[i:i + encode_batch]); es.append(e.to(torch.bfloat16)); ms.append(m.bool())
     E, M = torch.cat(es), torch.cat(ms); L = max(int(M.sum(1).max()), 1)
     tmp = out.with_name(out.name + ".tmp"); shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-    np.save(tmp / "pixels.npy", np.stack(pix)); np.save(tmp / "captions.npy", ids); np.save(tmp / "weights.npy", ws)
+    if encode_images is None: np.save(tmp / "pixels.npy", np.stack(pix))
+    else: np.save(tmp / "latents.npy", np.concatenate([encode_images(np.stack(pix[i:i + 64])).float().cpu().numpy().astype(np.float16)
+                                                       for i in range(0, len(pix), 64)]))  # encoded once, like the text
+    np.save(tmp / "captions.npy", ids); np.save(tmp / "weights.npy", ws)
     save_file({"embeds": E[:, :L].contiguous(), "masks": M[:, :L].contiguous()}, str(tmp / "text.safetensors"))
-    info = dict(n=len(pix), size=size, captions=len(uniq), text_tokens=L, text_dim=int(E.shape[-1]), image_column=image_column,
+    info = dict(n=len(pix), size=size, latent=encode_images is not None, captions=len(uniq), text_tokens=L, text_dim=int(E.shape[-1]), image_column=image_column,
                 caption_columns=caption_columns, bad=report.as_dict(), **(meta or {}))
     (tmp / "prepared.json").write_text(json.dumps(info, indent=1)); (tmp / "captions.json").write_text(json.dumps(uniq))
     shutil.rmtree(out, ignore_errors=True); tmp.rename(out)
@@ -406,21 +410,63 @@ def prepare_dataset(ds, # a `datasets.Dataset` (or any sized iterable of dict ro
 
 # %% ../nbs/01_data.ipynb #a7331bba
 class PreparedData(torch.utils.data.Dataset):
-    "Training view of a prepared directory: (pixels uint8 (3, S, S), caption id) per index."
+    "Training view of a prepared directory, one piece or sharded: (pixels uint8 (3, S, S) or latents (C, h, w), caption id) per index."
     def __init__(self, path, seed:int=0):
         from safetensors.torch import load_file
         self.path, self.seed, self.epoch = Path(path), seed, 0
-        if not (self.path / "prepared.json").exists(): raise FileNotFoundError(f"{path} is not a prepared dataset (no prepared.json); run prepare_dataset first")
+        if not (self.path / "prepared.json").exists():
+            raise FileNotFoundError(f"{path} is not a prepared dataset (no prepared.json): run prepare_dataset, or `prx-nb data prepare` to the end")
         self.info = json.loads((self.path / "prepared.json").read_text())
-        self.pixels = np.load(self.path / "pixels.npy", mmap_mode="r")
-        self.ids, self.weights = np.load(self.path / "captions.npy"), np.load(self.path / "weights.npy")
-        t = load_file(str(self.path / "text.safetensors")); self.embeds, self.masks = t["embeds"], t["masks"]
+        parts = [self.path / s for s in self.info["shards"]] if "shards" in self.info else [self.path]
+        self._pixels, ids, ws, es, ms, self._caps, off = [], [], [], [], [], [], 0; self.latent = bool(self.info.get("latent"))
+        for p in parts:  # caption ids of shard k move past the captions of shards 0..k-1
+            self._pixels.append(np.load(p / ("latents.npy" if self.latent else "pixels.npy"), mmap_mode="r")); i_ = np.load(p / "captions.npy"); ids.append(np.where(i_ >= 0, i_ + off, -1))
+            ws.append(np.load(p / "weights.npy")); t = load_file(str(p / "text.safetensors")); es.append(t["embeds"]); ms.append(t["masks"])
+            self._caps.append(p / "captions.json"); off += len(t["embeds"])
+        L, K = max(e.shape[1] for e in es), max(w.shape[1] for w in ws)
+        pad = torch.nn.functional.pad
+        self.embeds = torch.cat([pad(e, (0, 0, 0, L - e.shape[1])) for e in es]); self.masks = torch.cat([pad(m, (0, L - m.shape[1])) for m in ms])
+        self.ids = np.concatenate([np.pad(i, ((0, 0), (0, K - i.shape[1])), constant_values=-1) for i in ids])
+        self.weights = np.concatenate([np.pad(w, ((0, 0), (0, K - w.shape[1]))) for w in ws])
+        self._starts = np.cumsum([0] + [len(p) for p in self._pixels])
 
     def __len__(self): return len(self.ids)
     def set_epoch(self, epoch:int): self.epoch = epoch
-    def captions(self)->list[str]: return json.loads((self.path / "captions.json").read_text())
+    def captions(self)->list[str]: return [c for p in self._caps for c in json.loads(p.read_text())]
 
     def __getitem__(self, i):
         rng = np.random.default_rng([self.seed, self.epoch, int(i)]); w = self.weights[i]
         cid = int(self.ids[i, rng.choice(len(w), p=w / w.sum())])
-        return torch.from_numpy(np.array(self.pixels[i])).permute(2, 0, 1), cid
+        k = int(np.searchsorted(self._starts, i, side="right")) - 1
+        x = torch.from_numpy(np.array(self._pixels[k][i - self._starts[k]]))
+        return (x.float() if self.latent else x.permute(2, 0, 1)), cid
+
+# %% ../nbs/01_data.ipynb #34fc29de
+def prepare_shards(ds, # a `datasets.Dataset`
+                   out, size:int, encode, image_column:str="image", caption_columns:dict|None=None, # as `prepare_dataset`
+                   shard_size:int=50_000, # rows per shard
+                   rank:int=0, world:int=1, # this worker and the number of workers: worker r takes shards r, r + world, ...
+                   meta:dict|None=None, encode_images=None)->dict|None: # the index, or None while other workers' shards are missing
+    "Prepare a dataset as shards: resumable (finished shards are kept) and parallel (workers take disjoint shards)."
+    out = Path(out); out.mkdir(parents=True, exist_ok=True); n = len(ds); k = max(1, math.ceil(n / shard_size))
+    for s in range(rank, k, world):
+        d = out / f"shard-{s:05d}"
+        if (d / "prepared.json").exists() and json.loads((d / "prepared.json").read_text()).get("key") == (meta or {}).get("key"):
+            continue  # finished by an earlier run with the same settings
+        rows = ds.select(range(s * shard_size, min(n, (s + 1) * shard_size)))
+        prepare_dataset(rows, d, size, encode, image_column, caption_columns, meta=dict(key=(meta or {}).get("key"), shard=s), encode_images=encode_images)
+    return finish_shards(out, k, meta)
+
+def finish_shards(out, k:int, meta:dict|None=None)->dict|None:
+    "Index `k` finished shards in out/prepared.json (atomically); None while any is missing."
+    out = Path(out); parts = [out / f"shard-{s:05d}" for s in range(k)]
+    if not all((p / "prepared.json").exists() for p in parts): return None
+    infos = [json.loads((p / "prepared.json").read_text()) for p in parts]; bad = BadDataReport()
+    for i in infos:
+        for r, c in i["bad"]["by_reason"].items(): bad.counts[r] = bad.counts.get(r, 0) + c
+        for r, ex in i["bad"]["examples"].items(): bad.examples.setdefault(r, []).extend(ex[:5 - len(bad.examples.get(r, []))])
+    info = dict(n=sum(i["n"] for i in infos), size=infos[0]["size"], latent=infos[0].get("latent", False), shards=[p.name for p in parts], captions=sum(i["captions"] for i in infos),
+                text_tokens=max(i["text_tokens"] for i in infos), text_dim=infos[0]["text_dim"], image_column=infos[0]["image_column"],
+                caption_columns=infos[0]["caption_columns"], bad=bad.as_dict(), **(meta or {}))
+    tmp = out / "prepared.json.tmp"; tmp.write_text(json.dumps(info, indent=1)); os.replace(tmp, out / "prepared.json")
+    return info

@@ -6,7 +6,7 @@ Docs: https://prx-nb.github.io/prx-nb/eval.html.md"""
 
 # %% ../nbs/05_eval.ipynb #b23e4461
 from __future__ import annotations
-import json, os, random, re
+import hashlib, json, os, random, re
 from collections import defaultdict
 from pathlib import Path
 
@@ -21,8 +21,10 @@ from .tricks import VisionTeacher, train_shapes_teacher
 
 # %% auto #0
 __all__ = ['METRICS', 'parse_prompt', 'label_pixels', 'find_objects', 'judge', 'shapes_eval_prompts', 'score_images',
-           'shapes_eval', 'to_uint8', 'frechet_distance', 'mmd', 'InceptionFeatures', 'VisionFeatures', 'CLIPFeatures',
-           'fid', 'cmmd', 'clip_score', 'shapes_features', 'evaluate']
+           'shapes_eval', 'to_uint8', 'frechet_distance', 'mmd', 'fingerprint', 'InceptionFeatures', 'VisionFeatures',
+           'CLIPFeatures', 'fid', 'cmmd', 'clip_score', 'cache_dir', 'shapes_features', 'reference_features',
+           'shapes_distances', 'evaluate', 'read_log', 'run_records', 'save_eval_images', 'plot_metrics',
+           'progress_grid', 'plot_ablation']
 
 # %% ../nbs/05_eval.ipynb #e5f96b06
 _C, _S, _B = "|".join(COLORS), "|".join(SHAPES), "|".join(BACKGROUNDS)
@@ -159,6 +161,13 @@ def mmd(x:torch.Tensor, y:torch.Tensor, sigma:float=10.0, scale:float=1000.0)->f
     return float(scale * (k(x, x) + k(y, y) - 2 * k(x, y)))
 
 # %% ../nbs/05_eval.ipynb #e413dbb4
+def fingerprint(name_or_path:str)->str:
+    "A model's identity for caches: a hub id as it is, a local directory by its files' names, sizes and times."
+    p = Path(name_or_path)
+    if not p.is_dir(): return str(name_or_path)
+    files = sorted((str(f.relative_to(p)), f.stat().st_size, f.stat().st_mtime_ns) for f in p.rglob("*") if f.is_file())
+    return f"{p.resolve()}@{hashlib.sha1(repr(files).encode()).hexdigest()[:12]}"
+
 class InceptionFeatures:
     "torch-fidelity's InceptionV3 (the FID network): 2048-d pool features of uint8 images."
     FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -171,15 +180,16 @@ class InceptionFeatures:
             raise OSError(f"FID needs torch-fidelity's InceptionV3 weights, {self.FILE}; it is not at {path} and could not be downloaded "
                           f"({e}). Download it once from github.com/toshas/torch-fidelity/releases (v0.2.0) and put it there, or "
                           f"pass its path.") from e
-        self.net.eval().to(device); self.device = device
+        self.net.eval().to(device); self.device = device; self.id = "torch-fidelity/inception-v3-compat"
     @torch.no_grad()
     def __call__(self, images)->torch.Tensor: return self.net(to_uint8(images).to(self.device))[0].float().cpu()
 
 class VisionFeatures:
     "Pooled features of a frozen vision encoder (DINOv2, the Shapes teacher): the mean of its patch features."
-    def __init__(self, teacher:VisionTeacher, device="cpu"): self.teacher = teacher.to(device); self.device = device
+    def __init__(self, teacher:VisionTeacher, device="cpu", id:str|None=None): # `id` names the weights, for caching
+        self.teacher, self.device, self.id = teacher.to(device), device, id
     @classmethod
-    def load(cls, name_or_path:str, device="cpu"): return cls(VisionTeacher.load(name_or_path), device)
+    def load(cls, name_or_path:str, device="cpu"): return cls(VisionTeacher.load(name_or_path), device, fingerprint(name_or_path))
     @torch.no_grad()
     def __call__(self, images)->torch.Tensor:
         x = to_uint8(images).to(self.device).float() / 127.5 - 1
@@ -192,7 +202,7 @@ class CLIPFeatures:
         try: self.model, self.proc = CLIPModel.from_pretrained(name_or_path).eval().to(device), CLIPProcessor.from_pretrained(name_or_path)
         except OSError as e:
             raise OSError(f"could not load the CLIP model {name_or_path!r}: {e}\nOffline? Save it once with save_pretrained and pass the local path.") from e
-        self.device = device
+        self.device, self.id = device, fingerprint(name_or_path)
     @torch.no_grad()
     def __call__(self, images)->torch.Tensor:
         x = to_uint8(images); px = self.proc(images=list(x.permute(0, 2, 3, 1).numpy()), return_tensors="pt")["pixel_values"]
@@ -218,10 +228,43 @@ def clip_score(images, prompts:list[str], clip:CLIPFeatures)->float:
     return float(100 * (clip(images) * clip.text(prompts)).sum(-1).clamp(min=0).mean())
 
 # %% ../nbs/05_eval.ipynb #fb75bc50
+def cache_dir()->Path:
+    "Where prx-nb keeps what it builds once: `$PRX_NB_CACHE`, else ~/.cache/prx-nb."
+    return Path(os.environ.get("PRX_NB_CACHE", Path.home() / ".cache" / "prx-nb"))
+
 def shapes_features(path=None, device="cpu")->VisionFeatures:
     "The Shapes teacher of the tricks chapter as an offline feature extractor, built once in `path` (default: the prx-nb cache)."
-    path = Path(path) if path else Path(os.environ.get("PRX_NB_CACHE", Path.home() / ".cache" / "prx-nb")) / "shapes-teacher"
-    return VisionFeatures(train_shapes_teacher(path), device)
+    path = Path(path) if path else cache_dir() / "shapes-teacher"
+    teacher = train_shapes_teacher(path); return VisionFeatures(teacher, device, fingerprint(str(path)))
+
+# %% ../nbs/05_eval.ipynb #45c705a7
+def reference_features(features, # an extractor; its `id` (None: never cached) names its weights
+                       images, # fn() -> the reference images, called only when not cached
+                       key:str, # the reference set: dataset, resolution, count, seed
+                       cache=None, # directory (default: `cache_dir()`)
+                      )->torch.Tensor:
+    "Features of a reference image set, computed once per (set, feature network) and cached on disk."
+    if getattr(features, "id", None) is None: return features(images())
+    p = Path(cache or cache_dir()) / "reference" / f"{key}--{hashlib.sha1(features.id.encode()).hexdigest()[:12]}.pt"
+    if p.exists(): return torch.load(p)
+    f = features(images()); p.parent.mkdir(parents=True, exist_ok=True); tmp = p.with_name(p.name + ".tmp")
+    torch.save(f, tmp); os.replace(tmp, p)  # atomic: a cached file is complete or absent
+    return f
+
+def _shapes_key(S, n_per_task, seed): return f"shapes-eval-{S}px-{n_per_task}per-task-seed{seed}"
+
+def shapes_distances(images, # generated images of `shapes_eval_prompts(n_per_task, S, seed)`, in order
+                     metrics:list[str], features, # `shapes_features()` or any extractor
+                     S:int=32, n_per_task:int=50, seed:int=1234)->dict:
+    "fid-shapes and cmmd-shapes: generated images against the reference renders of the same prompts."
+    want = [m for m in ("fid-shapes", "cmmd-shapes") if m in metrics]
+    if not want: return {}
+    real = reference_features(features, lambda: [render(it["scene"], S) for it in shapes_eval_prompts(n_per_task, S, seed)],
+                              _shapes_key(S, n_per_task, seed))
+    fake = features(images); out = {}
+    if "fid-shapes" in want: out["fid-shapes"] = frechet_distance(real, fake)
+    if "cmmd-shapes" in want: out["cmmd-shapes"] = mmd(F.normalize(real, dim=-1), F.normalize(fake, dim=-1))
+    return out
 
 # %% ../nbs/05_eval.ipynb #5d447f2f
 METRICS = ("shapes", "fid-shapes", "cmmd-shapes", "fid", "clip", "cmmd", "dino-mmd")
@@ -235,16 +278,90 @@ def evaluate(generate, # fn(prompts, seeds) -> images, as `shapes_eval` takes
     bad = [m for m in metrics if m not in METRICS]
     if bad: raise ValueError(f"unknown metrics {bad}; available: {', '.join(METRICS)}")
     res, images = shapes_eval(generate, n_per_task=n_per_task, S=S, batch_size=60, seed=seed)
-    items = shapes_eval_prompts(n_per_task, S, seed); real = [render(it["scene"], S) for it in items]
+    items = shapes_eval_prompts(n_per_task, S, seed)
+    ref = lambda f: reference_features(f, lambda: [render(it["scene"], S) for it in items], _shapes_key(S, n_per_task, seed))
     out = {"shapes": res} if "shapes" in metrics else {}
-    if {"fid-shapes", "cmmd-shapes"} & set(metrics):
-        sf = shapes_features(teacher, device)
-        if "fid-shapes" in metrics: out["fid-shapes"] = fid(real, images, sf)
-        if "cmmd-shapes" in metrics: out["cmmd-shapes"] = cmmd(real, images, sf)
-    if "fid" in metrics: out["fid"] = fid(real, images, InceptionFeatures(inception_weights, device))
+    if {"fid-shapes", "cmmd-shapes"} & set(metrics): out.update(shapes_distances(images, metrics, shapes_features(teacher, device), S, n_per_task, seed))
+    if "fid" in metrics: inc = InceptionFeatures(inception_weights, device); out["fid"] = frechet_distance(ref(inc), inc(images))
     if {"clip", "cmmd"} & set(metrics):
         cf = CLIPFeatures(clip_model, device)
         if "clip" in metrics: out["clip"] = clip_score(images, [it["prompt"] for it in items], cf)
-        if "cmmd" in metrics: out["cmmd"] = cmmd(real, images, cf)
-    if "dino-mmd" in metrics: out["dino-mmd"] = cmmd(real, images, VisionFeatures.load(dino_model, device))
+        if "cmmd" in metrics: out["cmmd"] = mmd(ref(cf), cf(images))  # CLIP embeddings are unit-norm already
+    if "dino-mmd" in metrics: vf = VisionFeatures.load(dino_model, device); out["dino-mmd"] = mmd(F.normalize(ref(vf), dim=-1), F.normalize(vf(images), dim=-1))
     return out
+
+# %% ../nbs/05_eval.ipynb #5f537253
+def read_log(out)->list[dict]:
+    "The records of a run's metrics.jsonl."
+    p = Path(out) / "metrics.jsonl"
+    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
+
+def run_records(out)->list[dict]:
+    "A run's current history: a resume from step s replaces what was logged after s; a fresh start replaces everything."
+    keep = []
+    for r in read_log(out):
+        if r.get("event") == "start": s = r.get("step", 0); keep = [k for k in keep if s and "step" in k and k["step"] <= s]
+        keep.append(r)
+    return keep
+
+def save_eval_images(out, step:int, images:list, prompts:list[str]):
+    "Keep an evaluation's images (uint8) and prompts in out/evals/step-N.npz, written atomically."
+    d = Path(out) / "evals"; d.mkdir(parents=True, exist_ok=True); tmp = d / f".tmp-step-{step}.npz"
+    np.savez_compressed(tmp, images=np.stack([np.asarray(i) for i in images]).astype(np.uint8), prompts=np.array(prompts))
+    os.replace(tmp, d / f"step-{step}.npz")
+
+def _metric(rec:dict, name:str): return rec["shapes"][name] if name in rec.get("shapes", {}) else rec.get(name)
+
+# %% ../nbs/05_eval.ipynb #123ce282
+def plot_metrics(runs:dict, # label -> run directory
+                 metrics=("overall", "fid-shapes", "cmmd-shapes"), # ShapesEval keys or distances logged at evaluation
+                 x:str="step", # 'step' or 'minutes' (training minutes: compares runs of different speed fairly)
+                 path=None):
+    "In-training evaluations of one or more runs, one panel per metric, one line per run."
+    import matplotlib.pyplot as plt
+    fig, axs = plt.subplots(1, len(metrics), figsize=(max(5.5, 3.6 * len(metrics)), 3.2), squeeze=False)
+    for ax, m in zip(axs[0], metrics):
+        for label, out in runs.items():
+            ev = [r for r in run_records(out) if r.get("event") == "eval" and _metric(r, m) is not None]
+            ax.plot([r["step"] if x == "step" else r["train_s"] / 60 for r in ev], [_metric(r, m) for r in ev], marker="o", ms=3, label=label)
+        ax.set_title(m + (" (lower is better)" if m not in ("single", "count", "relation", "overall", "novel") else ""), fontsize=9)
+        ax.set_xlabel("step" if x == "step" else "training minutes")
+    if len(runs) > 1: axs[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    if path: fig.savefig(path, dpi=110); plt.close(fig)
+    return fig
+
+def progress_grid(out, # run directory with evals/step-N.npz
+                  n:int=8, # prompts per row, spread over the tasks
+                  max_rows:int=8, # evaluations shown, spread over the run
+                  path=None):
+    "The same prompts and seeds drawn at successive evaluations of a run: one row per evaluation."
+    import matplotlib.pyplot as plt
+    files = sorted((Path(out) / "evals").glob("step-*.npz"), key=lambda p: int(p.stem[5:]))
+    if not files: raise FileNotFoundError(f"no evaluation images in {Path(out) / 'evals'}; set eval.every > 0 when training")
+    files = [files[round(i)] for i in np.linspace(0, len(files) - 1, min(max_rows, len(files)))]
+    first = np.load(files[0]); cols = np.linspace(0, len(first["prompts"]) - 1, n).round().astype(int)
+    fig, axs = plt.subplots(len(files), n, figsize=(1.3 * n, 1.35 * len(files) + 0.6), squeeze=False)
+    for r, f in enumerate(files):
+        z = np.load(f)
+        for c, i in enumerate(cols):
+            ax = axs[r][c]; ax.imshow(z["images"][i], interpolation="nearest"); ax.set_xticks([]); ax.set_yticks([])
+            if c == 0: ax.set_ylabel(f"step {int(f.stem[5:])}", fontsize=7)
+            if r == 0: ax.set_title("\n".join(__import__("textwrap").wrap(str(z["prompts"][i]), 20)), fontsize=5)
+    fig.tight_layout()
+    if path: fig.savefig(path, dpi=110); plt.close(fig)
+    return fig
+
+def plot_ablation(path, # ablations.json written by `prx-nb ablate`
+                  out=None):
+    "ShapesEval overall and throughput of each ablation run, side by side."
+    import matplotlib.pyplot as plt
+    rows = json.loads(Path(path).read_text())["runs"]; ok = [r for r in rows if "error" not in r]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 0.35 * len(ok) + 1.2), sharey=True)
+    y = np.arange(len(ok)); names = [r["run"] for r in ok]
+    a.barh(y, [r["overall"] for r in ok], color="tab:blue"); a.set_yticks(y, names, fontsize=8); a.invert_yaxis()
+    a.set_title("ShapesEval overall", fontsize=9)
+    b.barh(y, [r["images_per_s"] for r in ok], color="tab:gray"); b.set_title("training images/s", fontsize=9)
+    fig.tight_layout()
+    if out: fig.savefig(out, dpi=110); plt.close(fig)
+    return fig

@@ -6,38 +6,45 @@ Docs: https://prx-nb.github.io/prx-nb/speedrun.html.md"""
 
 # %% ../nbs/04_speedrun.ipynb #cb679f62
 from __future__ import annotations
-import argparse, copy, json, math, os, shutil, signal, sys, time
+import argparse, copy, json, math, os, re, shutil, signal, sys, time
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
-from .data import build_shapes, prepare_dataset, PreparedData, load_image_text
-from .architecture import (TextTower, build_word_tower, vocabulary, build_denoiser, model_config, build_pipeline, generate, sample_timesteps, set_attention,
+from .data import build_shapes, prepare_dataset, prepare_shards, PreparedData, load_image_text
+from .architecture import (TextTower, build_word_tower, vocabulary, build_denoiser, load_denoiser, load_vae, encode_latents, model_config, build_pipeline, generate, sample_timesteps, set_attention,
                                  add_noise, x_pred_loss, count_params, flops_per_image)
-from .tricks import DenoiserEMA, Tricks, TRICKS_DEFAULTS, TreadGuidance, LPIPSLoss, make_optimizers
-from .eval import shapes_eval, shapes_eval_prompts, evaluate, METRICS
+from .tricks import DenoiserEMA, Tricks, TRICKS_DEFAULTS, TreadGuidance, LPIPSLoss, make_optimizers, add_lora, save_lora, merge_lora
+from .eval import (shapes_eval, shapes_eval_prompts, evaluate, METRICS, read_log, run_records, save_eval_images, shapes_distances,
+                         shapes_features, _metric)
 
 # %% auto #0
-__all__ = ['BASE_CONFIG', 'PRESETS', 'GRID_PROMPTS', 'ABLATIONS', 'LAUNCH_CONFIGS', 'load_config', 'data_key', 'open_source',
-           'load_tower', 'ensure_data', 'save_checkpoint', 'list_checkpoints', 'run_shapes_eval', 'run_plan',
-           'format_plan', 'train', 'save_pipeline', 'load_pipeline', 'sample_grid', 'read_log', 'plot_curves',
-           'write_report', 'speedrun', 'ablate', 'ablation_table', 'launch_config', 'main']
+__all__ = ['BASE_CONFIG', 'PRESETS', 'IN_LOOP_METRICS', 'GRID_PROMPTS', 'ABLATIONS', 'LAUNCH_CONFIGS', 'load_config', 'data_key',
+           'open_source', 'load_tower', 'image_tower_path', 'ensure_data', 'save_checkpoint', 'ema_file',
+           'list_checkpoints', 'start_wandb', 'eval_metrics', 'run_shapes_eval', 'run_plan', 'make_denoiser',
+           'prediction', 'format_plan', 'train', 'save_pipeline', 'load_pipeline', 'sample_grid', 'plot_curves',
+           'write_report', 'speedrun', 'ablate', 'ablation_table', 'launch_config', 'model_card', 'publish', 'main']
 
 # %% ../nbs/04_speedrun.ipynb #a1ecd1d9
 BASE_CONFIG = {
-    "model": {"preset": "shapes-cpu"},
+    "model": {"preset": "shapes-cpu", "init": None,  # init: a PRX pipeline (id or path) to start from, its architecture kept
+              "vae": None},  # an AutoencoderKL / AutoencoderDC (id or path): latent space, a PRXPipeline artifact; None: pixel space
     "data": {"source": "shapes", "n": 20000, "size": 32, "seed": 0, "proportions": {"single": 1 / 3, "count": 1 / 3, "relation": 1 / 3},
-             "image_column": "image", "caption_columns": {"caption": 0.5, "paraphrases": 0.5}, "split": "train"},
-    "text": {"encoder": "minilm", "max_tokens": 32, "word_dim": 128, "word_layers": 2},
-    "flow": {"shift": 3.0, "noise_scale": 1.0, "uniform_frac": 0.1, "loss_t_min": 0.3},
+             "image_column": "image", "caption_columns": {"caption": 0.5, "paraphrases": 0.5}, "split": "train",
+             "shard_size": None},  # rows per prepared shard (None: one piece); `prx-nb data prepare` fills shards in parallel
+    "text": {"encoder": "minilm",  # a transformers id or path, 'minilm', 'words', or 'init' (model.init's own tokenizer and encoder)
+             "max_tokens": 32, "word_dim": 128, "word_layers": 2},
+    "flow": {"shift": 3.0, "noise_scale": 1.0, "uniform_frac": 0.1, "loss_t_min": 0.3, "prediction": "auto"},  # auto: x in pixels, velocity in latents
     "train": {"batch_size": 128, "lr": 2e-3, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.0, "warmup_steps": 200,
-              "grad_clip": 1.0, "max_steps": None, "max_minutes": 18.0, "mixed_precision": "bf16", "compile": True, "attention": "auto", "seed": 0,
-              "log_every": 50, "checkpoint_every": 2000, "keep_checkpoints": 2, "num_workers": 0, "tensorboard": "auto",
-              "ema_decay": 0.998, "ema_every": 1, "caption_dropout": 0.1, "cooldown": 0.0, "optimizer": "adamw", "muon_lr": None,
+              "grad_clip": 1.0, "max_steps": None, "max_minutes": 20.0, "mixed_precision": "bf16", "compile": True, "attention": "auto", "seed": 0,
+              "log_every": 50, "checkpoint_every": 2000, "keep_checkpoints": 2, "num_workers": 0, "tensorboard": "auto", "wandb": None,
+              "ema_decay": 0.998, "ema_every": 1, "caption_dropout": 0.1, "cooldown": 0.2, "optimizer": "adamw", "muon_lr": None,
               "global_batch": None, "max_bad_steps": 20, "gradient_checkpointing": False, "gpu_hour_usd": 2.0, "images_per_s_per_device": None},
-    "eval": {"every": 1000, "n_per_task": 20, "final_n_per_task": 50, "steps": 20, "guidance_scale": 3.0, "seed": 1234, "guidance": "cfg"},
+    "eval": {"every": 2000, "n_per_task": 20, "final_n_per_task": 50, "steps": 20, "guidance_scale": 3.0, "seed": 1234, "guidance": "cfg",
+             "metrics": ["shapes", "fid-shapes", "cmmd-shapes"], "teacher": None},  # teacher: Shapes feature net (None: built once in the cache)
+    "lora": {"rank": 0, "alpha": 16, "dropout": 0.0, "groups": ["attention", "mlp"]},  # rank > 0: train LoRA adapters only (tricks chapter)
     "tricks": {**TRICKS_DEFAULTS, "repa_layer": 1},  # shapes-cpu has 4 blocks: align the 2nd, as PRX aligns the 8th of 16
 }
 
@@ -75,7 +82,10 @@ PRESETS = {
     "shapes-tiny": {"model": {"preset": "shapes-tiny"}, "data": {"n": 256},
                     "train": {"batch_size": 16, "max_steps": 30, "max_minutes": 5.0, "compile": False, "warmup_steps": 5, "log_every": 5,
                               "checkpoint_every": 20, "ema_decay": 0.9},
-                    "eval": {"every": 20, "n_per_task": 2, "final_n_per_task": 2, "steps": 4}},
+                    "eval": {"every": 20, "n_per_task": 2, "final_n_per_task": 2, "steps": 4, "metrics": ["shapes"]}},
+    # the two-stage schedule in miniature: stage 1 is shapes-cpu at 32 px; stage 2 doubles the side from its weights (REPA off, as PRX)
+    "shapes-cpu-stage2": {"data": {"size": 64}, "text": {"encoder": "init"}, "tricks": {"repa": 0.0},  # set model.init=<stage 1>/pipeline
+                          "train": {"max_minutes": 6.0, "warmup_steps": 100, "lr": 1e-3, "cooldown": 0.2}},
     # PRX's 24-hour speedrun (Photoroom's blog, Part 3, and the Photoroom/PRX repo at 1a052fd, marked "repo"), stage 1.
     "prx-24h-512": {
         "model": {"preset": "prx-speedrun"},  # prx_jit_32_small (repo): hidden 1792, depth 16, heads 28, MLP 3.5, patch 32, bottleneck 256
@@ -96,7 +106,7 @@ PRESETS = {
 }
 # Stage 2: 1024 px, 20k steps, global batch 512 (16 per GPU x 32), REPA off (blog, Part 3); starts from stage 1's EMA weights.
 PRESETS["prx-24h-1024"] = _merge(PRESETS["prx-24h-512"], {"data": {"size": 1024}, "train": {"global_batch": 512, "batch_size": 16, "max_steps": 20_000},
-                                                          "tricks": {"repa": 0.0}})
+                                                          "text": {"encoder": "init"}, "tricks": {"repa": 0.0}})  # set model.init=<stage 1>/pipeline
 
 def load_config(preset:str|None="shapes-cpu", # a name in PRESETS
                 file:str|None=None, # a YAML file of overrides (may name its own `preset`)
@@ -116,8 +126,10 @@ def load_config(preset:str|None="shapes-cpu", # a name in PRESETS
 # %% ../nbs/04_speedrun.ipynb #e8e51f20
 def data_key(cfg:dict)->dict:
     "The settings that determine a prepared dataset."
-    d = cfg["data"]; return dict(source=d["source"], n=d["n"], size=d["size"], seed=d["seed"], proportions=d["proportions"],
-                                 caption_columns=d["caption_columns"], image_column=d["image_column"], **cfg["text"])
+    d = cfg["data"]; return dict(source=d["source"], n=d["n"], size=d["size"], seed=d["seed"], proportions=d["proportions"], shard_size=d["shard_size"],
+                                 caption_columns=d["caption_columns"], image_column=d["image_column"], **cfg["text"],
+                                 **({"init": cfg["model"]["init"]} if cfg["text"]["encoder"] == "init" else {}),
+                                 **({"vae": str(cfg["model"]["vae"] or cfg["model"]["init"])} if image_tower_path(cfg) else {}))
 
 def open_source(cfg:dict, root):
     "The run's raw dataset: a Shapes build under `root`, or a real dataset by id or path."
@@ -129,17 +141,34 @@ def open_source(cfg:dict, root):
 def load_tower(cfg:dict, ds=None)->TextTower:
     "The run's text tower: a transformers encoder by id or path, 'minilm', or 'words' (built over the dataset's captions)."
     t = cfg["text"]
+    if t["encoder"] == "init":
+        if not cfg["model"]["init"]: raise ValueError("text.encoder=init reads model.init's text encoder, but model.init is not set: "
+                                                      "pass model.init=<a PRX pipeline, e.g. stage 1's DIR/pipeline>")
+        return TextTower.load(cfg["model"]["init"], t["max_tokens"], pipeline=True)
     if t["encoder"] != "words": return TextTower.load(t["encoder"], t["max_tokens"])
     texts = [c for col in cfg["data"]["caption_columns"] for v in ds[col] for c in (v if isinstance(v, list) else [v]) if c]
     return build_word_tower(vocabulary(texts), dim=t["word_dim"], layers=t["word_layers"], max_tokens=t["max_tokens"], seed=cfg["train"]["seed"])
 
-def ensure_data(cfg:dict, root, tower:TextTower, ds=None)->Path:
+def image_tower_path(cfg:dict)->str|None:
+    "The run's autoencoder: `model.vae`, else the `vae/` of a `model.init` pipeline folder; None in pixel space."
+    m = cfg["model"]
+    return m["vae"] or (str(m["init"]) if m["init"] and (Path(str(m["init"])) / "vae" / "config.json").exists() else None)
+
+def ensure_data(cfg:dict, root, tower:TextTower, ds=None,
+                rank:int=0, world:int=1, # sharded preparation: this worker of `world` takes shards rank, rank + world, ...
+                vae=None, # latent space: the autoencoder whose latents are stored instead of pixels
+               )->Path|None: # the prepared path; None while other workers' shards are missing
     "Build and prepare the run's data under `root` (reused when settings match); returns the prepared path."
     prep = Path(root) / "prepared"; key = data_key(cfg)
     if (prep / "prepared.json").exists() and json.loads((prep / "prepared.json").read_text()).get("key") == key: return prep
     ds = open_source(cfg, root) if ds is None else ds; d = cfg["data"]
     encode = lambda prompts: tower.encode(prompts, bf16=cfg["train"]["mixed_precision"] == "bf16")
-    prepare_dataset(ds, prep, d["size"], encode, d["image_column"], d["caption_columns"], meta=dict(key=key))
+    images = (lambda u8: encode_latents(vae, torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 127.5 - 1)) if vae is not None else None
+    if d["shard_size"]:
+        if (prep / "pixels.npy").exists(): shutil.rmtree(prep)  # a one-piece preparation of other settings
+        return prep if prepare_shards(ds, prep, d["size"], encode, d["image_column"], d["caption_columns"], d["shard_size"], rank, world,
+                                      meta=dict(key=key), encode_images=images) else None
+    prepare_dataset(ds, prep, d["size"], encode, d["image_column"], d["caption_columns"], meta=dict(key=key), encode_images=images)
     return prep
 
 # %% ../nbs/04_speedrun.ipynb #6259cde4
@@ -149,12 +178,18 @@ def save_checkpoint(accelerator, out, step:int, ema:DenoiserEMA, state:dict, kee
     if accelerator.is_main_process: shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    if ema.sharded or accelerator.is_main_process: torch.save(ema.state_dict(), ema_file(tmp, ema, accelerator.process_index))
+    accelerator.wait_for_everyone()  # every shard of the EMA is written before the checkpoint is declared complete
     if accelerator.is_main_process:
-        torch.save(ema.state_dict(), tmp / "ema.pt"); (tmp / "trainer.json").write_text(json.dumps(dict(state, step=step)))
+        (tmp / "trainer.json").write_text(json.dumps(dict(state, step=step)))
         shutil.rmtree(final, ignore_errors=True); os.replace(tmp, final)
         for old in sorted(list_checkpoints(out))[:-keep] if keep else []: shutil.rmtree(ck / f"step-{old}", ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+def ema_file(ck, ema:DenoiserEMA, rank:int)->Path:
+    "The EMA file of a checkpoint: one, or one per rank when FSDP2 shards the EMA like the weights."
+    return Path(ck) / (f"ema-rank{rank}.pt" if ema.sharded else "ema.pt")
 
 def list_checkpoints(out)->list[int]:
     "Steps of the complete checkpoints under `out`."
@@ -165,7 +200,25 @@ def list_checkpoints(out)->list[int]:
 def _log(path, rec:dict):
     with open(path, "a") as f: f.write(json.dumps(rec) + "\n")
 
+def start_wandb(project:str, out, cfg:dict):
+    "A wandb run for `out` (optional logging): one id per run directory, so a resumed run continues the same wandb run."
+    try: import wandb
+    except ImportError as e: raise ImportError("train.wandb needs `pip install wandb` (logging to metrics.jsonl and tensorboard needs nothing)") from e
+    idf = Path(out) / "wandb-id.txt"
+    if not idf.exists(): idf.write_text(wandb.util.generate_id())
+    return wandb.init(project=project, id=idf.read_text().strip(), resume="allow", name=Path(out).name, dir=str(out), config=cfg)
+
 def _sampling(cfg): e = cfg["eval"]; return dict(size=cfg["data"]["size"], steps=e["steps"], guidance_scale=e["guidance_scale"])
+
+IN_LOOP_METRICS = ("shapes", "fid-shapes", "cmmd-shapes")
+
+def eval_metrics(cfg:dict)->list[str]:
+    "The metrics of `eval.metrics` (a list or a comma-separated string), checked."
+    m = cfg["eval"]["metrics"]; m = [s.strip() for s in m.split(",") if s.strip()] if isinstance(m, str) else list(m)
+    bad = [x for x in m if x not in IN_LOOP_METRICS]
+    if bad: raise ValueError(f"eval.metrics: {bad} cannot run inside training (choose from {IN_LOOP_METRICS}); "
+                             f"judge the saved pipeline with `prx-nb eval --metrics {','.join(bad)}`")
+    return m
 
 def run_shapes_eval(pipe, cfg:dict, n_per_task:int, guidance:str|None=None, # 'cfg' or 'tread' (default: eval.guidance)
                    )->tuple[dict, list]:
@@ -189,6 +242,32 @@ def run_plan(cfg:dict, world:int=1, device:str="cpu")->dict:
     return dict(devices=world, device=device, micro_batch=micro, accumulation=accum, global_batch=g, steps=steps,
                 samples=steps * g if steps else None, minutes_budget=T["max_minutes"], hours=hours,
                 usd=hours * world * T["gpu_hour_usd"] if hours is not None and device == "cuda" else None)
+
+def make_denoiser(cfg:dict, tower:TextTower, vae=None):
+    "The run's denoiser: fresh from `model.preset` (and overrides), or pretrained from `model.init`, checked against the text and image towers."
+    init = cfg["model"]["init"]; mcfg = {k: v for k, v in cfg["model"].items() if k not in ("preset", "init", "vae")}
+    ch = vae.config.latent_channels if vae is not None else 3
+    if not init: return build_denoiser(cfg["model"]["preset"], context_in_dim=tower.dim, **{"in_channels": ch, **mcfg})
+    if mcfg: raise ValueError(f"model.{', model.'.join(mcfg)} would change the architecture of model.init={init!r}; drop them "
+                              f"(a pretrained denoiser keeps the architecture it was saved with)")
+    m = load_denoiser(init)
+    if m.config.in_channels != ch:
+        raise ValueError(f"model.init={init!r} denoises {m.config.in_channels} channels but this run's images have {ch} "
+                         f"({'the latents of model.vae' if vae is not None else 'pixels'}): "
+                         f"{'set model.vae to the autoencoder it was trained with' if vae is None else 'use that pipeline with its own VAE'}")
+    if m.config.context_in_dim != tower.dim:
+        raise ValueError(f"model.init={init!r} reads {m.config.context_in_dim}-d text embeddings but text.encoder={cfg['text']['encoder']!r} "
+                         f"gives {tower.dim}-d: set text.encoder=init to use the pipeline's own text encoder")
+    return m
+
+def prediction(cfg:dict, vae=None)->str:
+    "What the denoiser predicts: x (the clean image) in pixel space, the flow velocity in latent space, as each pipeline samples."
+    p, want = cfg["flow"]["prediction"], "velocity" if vae is not None else "x"
+    if p == "auto": return want
+    if p != want: raise ValueError(f"flow.prediction={p!r} in {'latent' if vae is not None else 'pixel'} space: the saved "
+                                   f"{'PRXPipeline steps with velocities' if vae is not None else 'PRXPixelPipeline converts x-predictions'}, "
+                                   f"so use flow.prediction={want} (or auto)")
+    return p
 
 def format_plan(p:dict)->str:
     "One line per fact of a plan."
@@ -222,14 +301,23 @@ def train(cfg:dict, # a config from `load_config`
     if T["optimizer"] == "muon" and acc.distributed_type.name == "FSDP":
         raise ValueError("train.optimizer=muon orthogonalises whole matrices, which FSDP2 shards across ranks; use DDP for Muon, "
                          "or train.optimizer=adamw under FSDP2 (see the tricks chapter)")
+    if T["gradient_checkpointing"] and cfg["tricks"]["tread"]:
+        raise ValueError("train.gradient_checkpointing and tricks.tread cannot be combined: diffusers' checkpointing calls the blocks "
+                         "without the keyword arguments TREAD's routing reads; turn one off (PRX trains with TREAD, without checkpointing)")
+    vp = image_tower_path(cfg); vae = load_vae(vp).to(acc.device) if vp else None; pred_kind = prediction(cfg, vae)
+    if vae is not None and any(cfg["tricks"][k] for k in ("repa", "lpips", "dino")):
+        raise ValueError("tricks.repa, tricks.lpips and tricks.dino read pixels, and a latent-space run (model.vae) trains on latents: "
+                         "set them to 0, or train in pixel space")
     with acc.main_process_first():
-        ds = open_source(cfg, out / "data"); tower = load_tower(cfg, ds); prep = ensure_data(cfg, out / "data", tower, ds)
+        ds = open_source(cfg, out / "data"); tower = load_tower(cfg, ds); prep = ensure_data(cfg, out / "data", tower, ds, vae=vae)
     tower.encoder.to(acc.device)  # the in-training evaluation encodes its prompts where the denoiser runs
+    E_ = cfg["eval"]; ev_metrics = eval_metrics(cfg)  # before the clock: the Shapes feature net is built once, then cached
+    feats = shapes_features(E_["teacher"], acc.device) if acc.is_main_process and E_["every"] and {"fid-shapes", "cmmd-shapes"} & set(ev_metrics) else None
     data = PreparedData(prep, seed=T["seed"])
-    mcfg = {k: v for k, v in cfg["model"].items() if k != "preset"}
-    model = build_denoiser(cfg["model"]["preset"], context_in_dim=tower.dim, **mcfg)
+    model = make_denoiser(cfg, tower, vae); L = cfg["lora"]
+    lora = add_lora(model, L["rank"], L["alpha"], L["dropout"], tuple(L["groups"])) if L["rank"] else None  # the base weights freeze
     with acc.main_process_first():  # rank 0 builds the Shapes teacher (if REPA needs it), the others then load it
-        tricks = Tricks(model, cfg["tricks"], teacher_root=out / "data", t_min=F["loss_t_min"]).to(acc.device)
+        tricks = Tricks(model, cfg["tricks"], teacher_root=out / "data", t_min=F["loss_t_min"] if pred_kind == "x" else 1e-4).to(acc.device)
     aux = tricks.trainable()
     opts = make_optimizers(model, T, aux)
     prog = [0.0]
@@ -251,7 +339,7 @@ def train(cfg:dict, # a config from `load_config`
         for d in (out / "checkpoints").glob(".tmp-step-*"): shutil.rmtree(d, ignore_errors=True)
     if resume is not None and list_checkpoints(out):
         s = list_checkpoints(out)[-1] if resume == "latest" else int(resume); ck = out / "checkpoints" / f"step-{s}"
-        acc.load_state(str(ck)); ema.load_state_dict(torch.load(ck / "ema.pt", weights_only=False))
+        acc.load_state(str(ck)); ema.load_state_dict(torch.load(ema_file(ck, ema, acc.process_index), weights_only=False))
         st = json.loads((ck / "trainer.json").read_text()); step, epoch, batch_in_epoch, trained_s = st["step"], st["epoch"], st["batch_in_epoch"], st["trained_s"]
     if T["gradient_checkpointing"]: raw.enable_gradient_checkpointing()  # recompute block activations in backward: less memory
     fwd = torch.compile(model) if T["compile"] else model
@@ -260,13 +348,14 @@ def train(cfg:dict, # a config from `load_config`
         import importlib.util; T = dict(T, tensorboard=importlib.util.find_spec("tensorboard") is not None)
     if T["tensorboard"] and acc.is_main_process:
         from torch.utils.tensorboard import SummaryWriter; tb = SummaryWriter(str(out / "tb"))
+    wb = start_wandb(T["wandb"], out, cfg) if T["wandb"] and acc.is_main_process else None
     if acc.is_main_process:
         _log(logf, dict(event="start", step=step, params=sum(p.numel() for p in raw.parameters()), n_images=len(data), config=cfg))
     budget_s = 60 * T["max_minutes"] if T["max_minutes"] else float("inf"); max_steps = T["max_steps"] or float("inf")
     bar = tqdm(total=None if max_steps == float("inf") else int(max_steps), initial=step, disable=not (progress and acc.is_main_process),
                unit="step", dynamic_ncols=True)
     gen = torch.Generator(device=acc.device)
-    pipe = build_pipeline(ema.model, tower, cfg["data"]["size"], F["shift"], F["noise_scale"])
+    pipe = build_pipeline(ema.model, tower, cfg["data"]["size"], F["shift"], F["noise_scale"], vae) if ema.model is not None else None
     t_rate, n_rate, loss_acc, n_loss, done, ips, loss = 0.0, 0, 0.0, 0, step >= max_steps, 0.0, torch.tensor(float("nan"))
     part_acc, bad_run, acc_dt = {}, 0, 0.0
     stop, old = [0], {}  # SIGTERM/SIGINT: checkpoint at the next step boundary, then exit cleanly
@@ -278,7 +367,7 @@ def train(cfg:dict, # a config from `load_config`
         batches = acc.skip_first_batches(dl, batch_in_epoch) if batch_in_epoch else dl
         for pix, ids in batches:
             t0 = time.perf_counter(); batch_in_epoch += 1
-            x0 = pix.to(acc.device).float() / 127.5 - 1; b = len(x0); sl = slice(acc.process_index * b, (acc.process_index + 1) * b)
+            x0 = pix.to(acc.device).float() if data.latent else pix.to(acc.device).float() / 127.5 - 1; b = len(x0); sl = slice(acc.process_index * b, (acc.process_index + 1) * b)
             # the randomness of a batch is a function of (seed, epoch, batch) alone, drawn for the global batch and sliced per rank:
             # a resumed run and a run on any number of processes draw exactly the same noise, timesteps and dropped captions
             gen.manual_seed((T["seed"] * 1_000_003 + epoch) * 1_000_003 + batch_in_epoch); G = b * acc.num_processes
@@ -288,6 +377,7 @@ def train(cfg:dict, # a config from `load_config`
             with acc.accumulate(*mods):
                 with acc.autocast():
                     pred = fwd(x_t, t, E[ids.long()].float(), M[ids.long()]).sample
+                    if pred_kind == "velocity": pred = x_t - t.view(-1, *[1] * (x_t.dim() - 1)) * pred  # the clean estimate the losses read
                     loss, parts = tricks.loss(pred.float(), x0, x_t, t, prog[0])
                 bad = ~torch.isfinite(loss.detach())
                 if acc.num_processes > 1: bad = acc.reduce(bad.float(), reduction="sum") > 0  # every rank skips together: no hang
@@ -314,12 +404,18 @@ def train(cfg:dict, # a config from `load_config`
                            **({f"loss_{k}": v / n_loss for k, v in part_acc.items()} if len(part_acc) > 1 else {}))
                 _log(logf, rec); loss_acc, n_loss, part_acc = 0.0, 0, {}
                 if tb: [tb.add_scalar(f"train/{k}", v, step) for k, v in rec.items() if k != "step"]
+                if wb: wb.log({f"train/{k}": v for k, v in rec.items() if k != "step"}, step=step)
             eta = (budget_s - trained_s) if budget_s < float("inf") else (max_steps - step) * trained_s / step
             bar.update(1); bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{ips:.0f}", eta=f"{max(eta, 0) / 60:.1f}min", refresh=False)
-            if cfg["eval"]["every"] and step % cfg["eval"]["every"] == 0 and acc.is_main_process:
-                ema.averaged(); res, _ = run_shapes_eval(pipe, cfg, cfg["eval"]["n_per_task"])
-                _log(logf, dict(event="eval", step=step, train_s=trained_s, shapes=res))
-                if tb: [tb.add_scalar(f"shapes/{k}", v, step) for k, v in res.items() if k != "n"]
+            if E_["every"] and step % E_["every"] == 0:
+                ema.averaged()  # under FSDP2 every rank takes part in gathering the averaged weights
+                if acc.is_main_process:
+                    res, imgs = run_shapes_eval(pipe, cfg, E_["n_per_task"]); S = cfg["data"]["size"]
+                    dist = shapes_distances(imgs, ev_metrics, feats, S, E_["n_per_task"], E_["seed"]) if feats else {}
+                    save_eval_images(out, step, imgs, [it["prompt"] for it in shapes_eval_prompts(E_["n_per_task"], S, E_["seed"])])
+                    _log(logf, dict(event="eval", step=step, train_s=trained_s, shapes=res, **dist))
+                    if tb: [tb.add_scalar(f"eval/{k}", v, step) for k, v in {**res, **dist}.items() if k != "n"]
+                    if wb: wb.log({f"eval/{k}": v for k, v in {**res, **dist}.items() if k != "n"}, step=step)
             if T["checkpoint_every"] and step % T["checkpoint_every"] == 0:
                 save_checkpoint(acc, out, step, ema, dict(epoch=epoch, batch_in_epoch=batch_in_epoch, trained_s=trained_s), T["keep_checkpoints"])
             if acc.num_processes > 1: stop[0] = int(acc.reduce(torch.tensor(stop[0], device=acc.device), reduction="sum"))  # all ranks agree
@@ -334,10 +430,13 @@ def train(cfg:dict, # a config from `load_config`
     summary = dict(steps=step, images_seen=step * T["batch_size"] * accum * acc.num_processes, train_minutes=trained_s / 60, images_per_s=ips,
                    skipped_steps=skipped, final_loss=float(loss.item()), params=sum(p.numel() for p in raw.parameters()), epochs=epoch,
                    interrupted=bool(stop[0]))
+    avg = None if stop[0] else ema.averaged()  # under FSDP2 every rank takes part in gathering the averaged weights
     if acc.is_main_process and not stop[0]:
-        save_pipeline(build_pipeline(ema.averaged(), tower, cfg["data"]["size"], F["shift"], F["noise_scale"]), out / "pipeline", _sampling(cfg))
+        if lora is not None: save_lora(avg, out / "lora", lora); avg = merge_lora(copy.deepcopy(avg))  # the adapter, and a merged artifact
+        save_pipeline(build_pipeline(avg, tower, cfg["data"]["size"], F["shift"], F["noise_scale"], vae), out / "pipeline", _sampling(cfg))
         _log(logf, dict(event="end", **summary))
     if tb: tb.close()
+    if wb: wb.finish()
     acc.wait_for_everyone(); acc.end_training()
     return summary
 
@@ -349,10 +448,12 @@ def save_pipeline(pipe, path, sampling:dict):
     shutil.rmtree(path, ignore_errors=True); os.replace(tmp, path)
 
 def load_pipeline(path, device="cpu"):
-    "Load a saved PRXPixelPipeline (batched CFG fixed) and its sampling settings."
-    from diffusers import PRXPixelPipeline
+    "Load a saved PRXPixelPipeline or PRXPipeline (batched CFG fixed) and its sampling settings."
+    import diffusers
     from prx_nb.architecture import fix_batched_cfg
-    pipe = PRXPixelPipeline.from_pretrained(str(path)).to(device); pipe.set_progress_bar_config(disable=True); set_attention(pipe.transformer)
+    name = json.loads((Path(path) / "model_index.json").read_text())["_class_name"] if (Path(path) / "model_index.json").exists() else "PRXPixelPipeline"
+    cls = {"PRXPipeline": diffusers.PRXPipeline}.get(name, diffusers.PRXPixelPipeline)
+    pipe = cls.from_pretrained(str(path)).to(device); pipe.set_progress_bar_config(disable=True); set_attention(pipe.transformer)
     sp = Path(path) / "sampling.json"
     return fix_batched_cfg(pipe), (json.loads(sp.read_text()) if sp.exists() else dict(size=pipe.config.default_sample_size, steps=20, guidance_scale=3.0))
 
@@ -372,21 +473,20 @@ def sample_grid(images:list, titles:list[str]|None=None, ncols:int=6, path=None,
     return fig
 
 # %% ../nbs/04_speedrun.ipynb #ae117cac
-def read_log(out)->list[dict]:
-    "The records of a run's metrics.jsonl."
-    p = Path(out) / "metrics.jsonl"
-    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
-
 def plot_curves(out, path=None):
-    "Loss and ShapesEval against step for a run."
+    "Loss, ShapesEval and (when logged) fid-shapes against step for a run."
     import matplotlib; matplotlib.use("Agg") if path else None
     import matplotlib.pyplot as plt
-    recs = read_log(out); tr = [r for r in recs if "loss" in r and "event" not in r]; ev = [r for r in recs if r.get("event") == "eval"]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    recs = run_records(out); tr = [r for r in recs if "loss" in r and "event" not in r]; ev = [r for r in recs if r.get("event") == "eval"]
+    dist = [k for k in ("fid-shapes", "cmmd-shapes") if any(k in r for r in ev)]
+    fig, axs = plt.subplots(1, 2 + len(dist), figsize=(4.5 * (2 + len(dist)), 3.2)); a, b = axs[:2]
     a.plot([r["step"] for r in tr], [r["loss"] for r in tr]); a.set_yscale("log"); a.set_xlabel("step"); a.set_title("training loss (velocity MSE)")
     for k in ("single", "count", "relation", "overall", "novel"):
         b.plot([r["step"] for r in ev], [r["shapes"][k] for r in ev], marker="o", label=k, lw=2.5 if k == "overall" else 1)
     b.set_ylim(-0.02, 1.02); b.set_xlabel("step"); b.set_title("ShapesEval (EMA weights)"); b.legend(fontsize=7)
+    for ax, k in zip(axs[2:], dist):
+        e = [r for r in ev if k in r]; ax.plot([r["step"] for r in e], [r[k] for r in e], marker="o", color="tab:red")
+        ax.set_yscale("log"); ax.set_xlabel("step"); ax.set_title(f"{k} (lower is better)")
     fig.tight_layout()
     if path: fig.savefig(path, dpi=110); plt.close(fig)
     return fig
@@ -403,6 +503,9 @@ def write_report(out, metrics:dict):
              f"{metrics['sampling']['size']}px, EMA weights):", "",
              "| single | count | relation | **overall** | novel (held-out pairs) |", "|---|---|---|---|---|",
              f"| {s['single']:.3f} | {s['count']:.3f} | {s['relation']:.3f} | **{s['overall']:.3f}** | {s['novel']:.3f} |", "",
+             *([f"Distances to the reference renders of the same prompts (Shapes teacher features; lower is better): " +
+                ", ".join(f"{k} {metrics[k]:.4g}" for k in ("fid-shapes", "cmmd-shapes") if k in metrics), ""]
+               if any(k in metrics for k in ("fid-shapes", "cmmd-shapes")) else []),
              "![loss and ShapesEval against step](curves.png)", "", "![samples over canonical prompts](samples.png)", ""]
     (out / "report.md").write_text("\n".join(lines))
 
@@ -421,10 +524,12 @@ def speedrun(cfg:dict, out, progress:bool=True)->dict:
     "Train, save, judge and report: writes pipeline/, metrics.json, samples.png and report.md in `out`."
     t0 = time.time(); out = Path(out); summary = train(cfg, out, progress=progress)
     pipe, sampling = load_pipeline(out / "pipeline", device="cuda" if torch.cuda.is_available() else "cpu")
-    res, _ = run_shapes_eval(pipe, cfg, cfg["eval"]["final_n_per_task"])
+    E_ = cfg["eval"]; res, ev_imgs = run_shapes_eval(pipe, cfg, E_["final_n_per_task"]); m = eval_metrics(cfg)
+    dist = shapes_distances(ev_imgs, m, shapes_features(E_["teacher"], pipe.device), sampling["size"], E_["final_n_per_task"], E_["seed"]) \
+           if {"fid-shapes", "cmmd-shapes"} & set(m) else {}
     imgs = generate(pipe, GRID_PROMPTS, list(range(len(GRID_PROMPTS))), sampling["size"], sampling["steps"], sampling["guidance_scale"])
     sample_grid(imgs, GRID_PROMPTS, path=out / "samples.png")
-    metrics = dict(preset=cfg["preset"], shapes=res, novel=res["novel"], overall=res["overall"], **summary,
+    metrics = dict(preset=cfg["preset"], shapes=res, novel=res["novel"], overall=res["overall"], **dist, **summary,
                    sampling={k: sampling[k] for k in ("size", "steps", "guidance_scale")}, text_encoder=cfg["text"]["encoder"],
                    wall_minutes=(time.time() - t0) / 60, device=str(pipe.device), torch=torch.__version__, threads=torch.get_num_threads())
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1)); write_report(out, metrics)
@@ -493,6 +598,89 @@ def launch_config(name:str)->Path:
     from importlib.resources import files
     return Path(str(files("prx_nb") / "configs" / f"{name}.yaml"))
 
+# %% ../nbs/04_speedrun.ipynb #c6cffc59
+_REPO = "https://github.com/prx-nb/prx-nb"
+
+def _metrics_rows(m:dict)->list[str]:
+    "The metrics table of a model card."
+    rows = [("ShapesEval overall", m.get("overall")), *[(f"ShapesEval {k}", m.get("shapes", {}).get(k)) for k in ("single", "count", "relation", "novel")],
+            ("fid-shapes (lower is better)", m.get("fid-shapes")), ("cmmd-shapes (lower is better)", m.get("cmmd-shapes")),
+            ("training steps", m.get("steps")), ("images seen", m.get("images_seen")), ("training minutes", m.get("train_minutes")),
+            ("images/s", m.get("images_per_s")), ("parameters", m.get("params"))]
+    fmt = lambda v: f"{v:,}" if isinstance(v, int) else f"{v:.4g}" if isinstance(v, float) else str(v)
+    return ["| metric | value |", "|---|---|", *[f"| {k} | {fmt(v)} |" for k, v in rows if v is not None]]
+
+def model_card(pipeline, # a saved PRXPixelPipeline folder (DIR/pipeline of a run)
+               repo_id:str)->str:
+    "A Hugging Face model card for a run's pipeline, from the run's own records."
+    pipeline = Path(pipeline); run = pipeline.parent
+    m = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
+    start = next((r for r in read_log(run) if r.get("event") == "start"), {}); cfg = start.get("config", {})
+    s = json.loads((pipeline / "sampling.json").read_text()) if (pipeline / "sampling.json").exists() else {}
+    src = cfg.get("data", {}).get("source", "unknown")
+    shapes = src == "shapes"; man = run / "data" / "shapes" / "manifest.json"
+    data = (["Shapes, prx-nb's procedurally generated captioned shapes (circles, squares and triangles on plain backgrounds), "
+             f"made on the training machine; data card: {_REPO}/blob/main/data_cards/shapes.md."] +
+            ([f"Build manifest: `{json.dumps({k: v for k, v in json.loads(man.read_text()).items() if k in ('seed', 'n', 'size', 'sha256', 'counts')})}`"]
+             if man.exists() else []) if shapes else
+            [f"`{src}` (captions: {cfg.get('data', {}).get('caption_columns')}); see its data card in {_REPO}/tree/main/data_cards and its "
+             "own license and terms."])
+    use = (f'pipe = PRXPixelPipeline.from_pretrained("{repo_id}")\n'
+           f'image = pipe("{GRID_PROMPTS[0]}", height={s.get("size", 32)}, width={s.get("size", 32)}, '
+           f'num_inference_steps={s.get("steps", 20)}, guidance_scale={s.get("guidance_scale", 3.0)}, use_resolution_binning=False).images[0]')
+    lines = ["---", "library_name: diffusers", "pipeline_tag: text-to-image", "license: apache-2.0",
+             "tags: [prx, prx-nb, text-to-image, pixel-space, flow-matching]", "---", "",
+             f"# {repo_id}", "", f"A PRX text-to-image model in pixel space (a diffusers `PRXPixelPipeline`), trained with [prx-nb]({_REPO}), "
+             "the PRX speedrun recipe as a literate repository.", "",
+             "## Use", "", "```python", "from diffusers import PRXPixelPipeline", use, "```", "",
+             "diffusers 0.42.1 builds the guidance timestep for one prompt, so call the pipeline one prompt at a time (prx-nb's `load_pipeline` "
+             "fixes batches). `sampling.json` holds the settings the model was judged with.", "",
+             "## Training data", "", *data, "",
+             "## Recipe", "", f"Preset `{m.get('preset', cfg.get('preset', '?'))}`: flow matching in x-prediction form, EMA weights, "
+             f"text encoder `{cfg.get('text', {}).get('encoder', '?')}`, trained on {m.get('device', '?')} with torch {m.get('torch', '?')}. "
+             "The resolved config:", "", "```yaml", yaml.safe_dump(cfg, sort_keys=False).strip() if cfg else "(no metrics.jsonl next to the pipeline)", "```", "",
+             "## Results", "", *(_metrics_rows(m) if m else ["Not evaluated: no metrics.json next to the pipeline."]), "",
+             *([f"ShapesEval with {s.get('steps')} Euler steps, guidance {s.get('guidance_scale')}, {s.get('size')} px; "
+                f"{m.get('shapes', {}).get('n')} prompts. Samples over canonical prompts:", "", "![samples](samples.png)", ""] if m else []),
+             "## License", "", "Apache-2.0 for the weights and code of prx-nb. The text encoder keeps its own license "
+             f"(`{cfg.get('text', {}).get('encoder', '?')}`; all-MiniLM-L6-v2 is Apache-2.0), and the training data its own (see above).", "",
+             "## Limits", "", *(["A tutorial-scale model: it draws flat shapes on plain backgrounds at the trained size and nothing else; "
+                                 "prompts outside the Shapes templates give arbitrary images. Counts and spatial relations are its weakest "
+                                 "tasks (see the table)."] if shapes else
+                                ["Trained for the budget recorded above; judge it on your own prompts before use. It inherits the biases "
+                                 "of its training data and of the synthetic images in it."]), ""]
+    return "\n".join(lines)
+
+# %% ../nbs/04_speedrun.ipynb #6a11765a
+def publish(pipeline, # a saved PRXPixelPipeline folder
+            repo_id:str, # 'user/name' on the Hugging Face Hub
+            dry_run:bool=False, # write the card and list the files, upload nothing
+            token:str|None=None, private:bool=False)->dict:
+    "Write the model card into `pipeline` and upload the folder to the Hub; checks the token and the Hub first."
+    pipeline = Path(pipeline)
+    if not (pipeline / "model_index.json").exists():
+        raise FileNotFoundError(f"{pipeline} is not a saved pipeline (no model_index.json): pass DIR/pipeline of a finished run")
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id): raise ValueError(f"--repo-id {repo_id!r} must be of the form user/name")
+    api = None
+    if not dry_run:  # fail before writing anything
+        from huggingface_hub import HfApi, get_token
+        token = token or get_token()
+        if not token: raise PermissionError("no Hugging Face token: run `hf auth login` or set HF_TOKEN, or pass --dry-run to write the card only")
+        api = HfApi(token=token)
+        try: api.whoami()
+        except Exception as e:
+            raise ConnectionError(f"cannot reach the Hugging Face Hub as this token ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                                  f"nothing was written or uploaded. Check the network (HF_HUB_OFFLINE must be unset) and the token, "
+                                  f"or pass --dry-run") from e
+    card = model_card(pipeline, repo_id); tmp = pipeline / ".README.md.tmp"; tmp.write_text(card); os.replace(tmp, pipeline / "README.md")
+    if (pipeline.parent / "samples.png").exists(): shutil.copyfile(pipeline.parent / "samples.png", pipeline / "samples.png")
+    files = sorted(str(p.relative_to(pipeline)) for p in pipeline.rglob("*") if p.is_file() and not p.name.startswith("."))
+    res = dict(repo_id=repo_id, card=str(pipeline / "README.md"), files=files, uploaded=False)
+    if dry_run: return res
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    api.upload_folder(folder_path=str(pipeline), repo_id=repo_id, commit_message="Upload with prx-nb publish", ignore_patterns=[".*"])
+    return dict(res, uploaded=True, url=f"https://huggingface.co/{repo_id}")
+
 # %% ../nbs/04_speedrun.ipynb #db6ab448
 def _config_args(p):
     p.add_argument("--preset", default="shapes-cpu", help=f"one of {sorted(PRESETS)}")
@@ -517,9 +705,14 @@ def _parser():
     p = sub.add_parser("data", help="build data"); ds = p.add_subparsers(dest="what", required=True)
     q = ds.add_parser("shapes", help="generate the Shapes set"); q.add_argument("--out", required=True)
     q.add_argument("--n", type=int, default=20000); q.add_argument("--size", type=int, default=32); q.add_argument("--seed", type=int, default=0)
+    q = ds.add_parser("prepare", help="the fast-read training format of a run's data in DIR/data (parallel under torchrun; resumable)")
+    _config_args(q); q.add_argument("--out", required=True, help="the run directory `train --out` will use")
     p = sub.add_parser("ablate", help="each trick against the baseline, same budget"); _config_args(p); p.add_argument("--out", required=True)
     p.add_argument("--minutes", type=float, default=4.0, help="training minutes per run"); p.add_argument("--runs", help=f"comma-separated, from {list(ABLATIONS)}")
     p = sub.add_parser("launch-config", help="path of an accelerate config shipped with prx-nb"); p.add_argument("name", choices=LAUNCH_CONFIGS)
+    p = sub.add_parser("publish", help="write a model card and upload a pipeline to the Hugging Face Hub")
+    p.add_argument("--pipeline", required=True); p.add_argument("--repo-id", required=True); p.add_argument("--token", default=None)
+    p.add_argument("--private", action="store_true"); p.add_argument("--dry-run", action="store_true", help="write the card, list the files, upload nothing")
     p = sub.add_parser("config", help="print a resolved config"); _config_args(p)
     return ap
 
@@ -556,11 +749,22 @@ def main(argv:list[str]|None=None):
                            dino_model=a.dino_model, inception_weights=a.inception_weights)
             Path(a.out).write_text(json.dumps(dict(res, sampling=s, pipeline=str(a.pipeline), n_per_task=a.n_per_task), indent=1)); print(json.dumps(res))
         elif a.cmd == "launch-config": print(launch_config(a.name))
+        elif a.cmd == "publish": print(json.dumps(publish(a.pipeline, a.repo_id, a.dry_run, a.token, a.private), indent=1))
         elif a.cmd == "ablate":
             rows = ablate(a.preset, a.out, a.minutes, list(a.overrides), a.runs.split(",") if a.runs else None, progress=True)
             print(ablation_table(rows))
+        elif a.cmd == "data" and a.what == "prepare":
+            cfg = load_config(a.preset, a.config, list(a.overrides)); root = Path(a.out) / "data"
+            rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+            if world > 1 and not cfg["data"]["shard_size"]: raise ValueError("several workers need data.shard_size=<rows per shard> to split the work")
+            src = root if rank == 0 or cfg["data"]["source"] != "shapes" else root / f".worker-{rank}"  # Shapes: one build per worker, no race
+            ds = open_source(cfg, src); prep = ensure_data(cfg, root, load_tower(cfg, ds), ds, rank, world)
+            if src != root: del ds; shutil.rmtree(src, ignore_errors=True)
+            info = json.loads((prep / "prepared.json").read_text()) if prep else None
+            print(json.dumps({k: info[k] for k in ("n", "size", "captions", "text_tokens", "bad") if k in info} | {"shards": len(info.get("shards", [1]))})
+                  if info else f"worker {rank} of {world}: shards done; the index is written by the last worker to finish")
         elif a.cmd == "data":
             ds = build_shapes(a.out, n=a.n, S=a.size, seed=a.seed); print(f"{len(ds)} images in {a.out}")
-    except (KeyError, ValueError, FileNotFoundError, OSError, FloatingPointError) as e:
+    except (KeyError, ValueError, FileNotFoundError, OSError, FloatingPointError, ImportError) as e:
         print(f"prx-nb: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr); return 2
     return 0

@@ -1,4 +1,4 @@
-"""PRX's training tricks, each a config switch behind one hook into diffusers' denoiser: TREAD, REPA, perceptual losses, Muon, contrastive flow matching, EMA and caption dropout.
+"""PRX's training tricks, each a config switch behind one hook into diffusers' denoiser: TREAD, REPA, perceptual losses, Muon, contrastive flow matching, EMA, caption dropout, and LoRA for light adaptation.
 
 Docs: https://prx-nb.github.io/prx-nb/tricks.html.md"""
 
@@ -14,33 +14,58 @@ import torch.nn.functional as F
 from diffusers.training_utils import EMAModel
 
 # %% auto #0
-__all__ = ['TRICKS_DEFAULTS', 'DenoiserEMA', 'drop_captions', 'TREAD', 'TreadGuidance', 'BlockTap', 'VisionTeacher', 'REPA',
-           'shapes_label_map', 'train_shapes_teacher', 'LPIPSLoss', 'DINOPerceptualLoss', 'contrastive_fm_loss',
-           'make_optimizers', 'Tricks']
+__all__ = ['TRICKS_DEFAULTS', 'LORA_TARGETS', 'DenoiserEMA', 'drop_captions', 'TREAD', 'TreadGuidance', 'BlockTap',
+           'VisionTeacher', 'REPA', 'shapes_label_map', 'train_shapes_teacher', 'LPIPSLoss', 'DINOPerceptualLoss',
+           'contrastive_fm_loss', 'make_optimizers', 'Tricks', 'lora_target_modules', 'add_lora', 'save_lora',
+           'load_lora', 'merge_lora']
 
 # %% ../nbs/03_tricks.ipynb #081dc1c1
+def _sharded(p)->bool:
+    "Is `p` a DTensor (a parameter sharded by FSDP2)?"
+    return type(p).__name__ == "DTensor"
+
 class DenoiserEMA:
-    "EMA of a denoiser's weights, updated every `every` steps, with a model copy to sample from."
-    def __init__(self, model:torch.nn.Module, # the denoiser being trained (unwrapped)
+    "EMA of a denoiser's weights, updated every `every` steps, with a model copy to sample from; FSDP2 shards stay sharded."
+    def __init__(self, model:torch.nn.Module, # the denoiser being trained (unwrapped; under FSDP2, the sharded module)
                  decay:float=0.999, # smoothing per update
                  every:int=1, # update period in optimizer steps
                  warmup:bool=True, # diffusers' (1+n)/(10+n) warm-up of the decay
                 ):
-        self.every, self.decay = every, decay
-        self.ema = EMAModel(model.parameters(), decay=decay, min_decay=0.0 if warmup else decay, foreach=True)
-        self.model = copy.deepcopy(model).requires_grad_(False).eval()
-        for m in self.model.modules(): m._forward_pre_hooks.clear(); m._forward_hooks.clear()  # training hooks (TREAD, REPA) stay on the original
+        self.every, self.decay = every, decay; params = list(model.parameters()); self.sharded = any(map(_sharded, params))
+        self.ema = EMAModel(params, decay=decay, min_decay=0.0 if warmup else decay, foreach=not self.sharded)
+        if self.sharded:  # each rank averages its own shards; rank 0 keeps a plain copy to sample from and save
+            import torch.distributed as dist
+            base = next(c for c in type(model).__mro__ if "FSDP" not in c.__name__)  # fully_shard made the class FSDP<name>
+            dev = params[0].to_local().device
+            self.model = base.from_config(model.config).to(dev).requires_grad_(False).eval() if dist.get_rank() == 0 else None
+        else:
+            self.model = copy.deepcopy(model).requires_grad_(False).eval()
+            for m in self.model.modules(): m._forward_pre_hooks.clear(); m._forward_hooks.clear()  # training hooks (TREAD, REPA) stay on the original
 
     def update(self, model:torch.nn.Module, step:int):
         "Average in the current weights if `step` is on the update period."
         if step % self.every == 0: self.ema.step(model.parameters())
 
-    def averaged(self)->torch.nn.Module:
-        "The model copy holding the averaged weights."
-        self.ema.copy_to(self.model.parameters()); return self.model
+    def averaged(self)->torch.nn.Module|None:
+        "The model copy holding the averaged weights; under FSDP2 every rank must call it (rank 0 gets the model, others None)."
+        if not self.sharded: self.ema.copy_to(self.model.parameters()); return self.model
+        dst = list(self.model.parameters()) if self.model is not None else [None] * len(self.ema.shadow_params)
+        for q, s in zip(dst, self.ema.shadow_params):
+            full = s.full_tensor() if _sharded(s) else s  # a collective: every rank gathers, one parameter at a time
+            if q is not None: q.data.copy_(full)
+        return self.model
 
-    def state_dict(self): return dict(ema=self.ema.state_dict(), every=self.every)
-    def load_state_dict(self, sd): self.ema.load_state_dict(sd["ema"]); self.every = sd["every"]
+    def state_dict(self):
+        "The EMA state; under FSDP2, this rank's shards."
+        sd = self.ema.state_dict()
+        if self.sharded: sd["shadow_params"] = [s.to_local().clone() if _sharded(s) else s for s in sd["shadow_params"]]
+        return dict(ema=sd, every=self.every, sharded=self.sharded)
+
+    def load_state_dict(self, sd):
+        if not self.sharded: self.ema.load_state_dict(sd["ema"]); self.every = sd["every"]; return
+        local = sd["ema"]["shadow_params"]; self.ema.load_state_dict({k: v for k, v in sd["ema"].items() if k != "shadow_params"})
+        for s, l in zip(self.ema.shadow_params, local): (s.to_local() if _sharded(s) else s).copy_(l)
+        self.every = sd["every"]
 
 # %% ../nbs/03_tricks.ipynb #37814186
 def drop_captions(ids:torch.Tensor, # caption ids of a batch
@@ -280,10 +305,11 @@ def make_optimizers(model:nn.Module, # the denoiser
     "AdamW on everything, or Muon on the blocks' 2-D weights and AdamW on the rest (PRX's split)."
     rest = [*(extra.parameters() if extra is not None else [])]
     adam = lambda ps: torch.optim.AdamW(ps, lr=T["lr"], betas=tuple(T["betas"]), eps=T["eps"], weight_decay=T["weight_decay"])
-    if T["optimizer"] == "adamw": return [adam([*model.parameters(), *rest])]
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # a LoRA run trains its adapters only
+    if T["optimizer"] == "adamw": return [adam([*(p for _, p in trainable), *rest])]
     if T["optimizer"] != "muon": raise ValueError(f"train.optimizer={T['optimizer']!r}; choose 'adamw' or 'muon'")
-    mu = [p for n, p in model.named_parameters() if p.ndim == 2 and n.startswith("blocks.")]
-    ids = {id(p) for p in mu}; rest += [p for p in model.parameters() if id(p) not in ids]
+    mu = [p for n, p in trainable if p.ndim == 2 and n.startswith("blocks.")]
+    ids = {id(p) for p in mu}; rest += [p for _, p in trainable if id(p) not in ids]
     return [torch.optim.Muon(mu, lr=T["muon_lr"] or T["lr"], weight_decay=T["weight_decay"], momentum=0.95, nesterov=True, ns_steps=5,
                              adjust_lr_fn="match_rms_adamw"), adam(rest)]
 
@@ -331,3 +357,82 @@ class Tricks:
         if self.lpips is not None: parts["lpips"] = c["lpips"] * self.lpips(x0_hat, x0).mean()
         if self.dino is not None: parts["dino"] = c["dino"] * self.dino(x0_hat, x0).mean()
         return sum(parts.values()), {k: v.detach().item() for k, v in parts.items()}
+
+# %% ../nbs/03_tricks.ipynb #95e0eb93
+LORA_TARGETS = {"attention": ("attention.img_qkv_proj", "attention.txt_kv_proj", "attention.to_out.0"),  # image q/k/v (fused), text k/v, output
+                "mlp": ("gate_proj", "up_proj", "down_proj")}  # the gated MLP
+
+def _peft():
+    try: import peft
+    except ImportError as e: raise ImportError('LoRA needs peft: pip install "prx-nb[adapt]" (or pip install peft)') from e
+    return peft
+
+def lora_target_modules(denoiser:nn.Module, # the PRX denoiser (unwrapped)
+                        groups=("attention", "mlp"), # keys of `LORA_TARGETS`
+                       )->list[str]:
+    "Names of the `nn.Linear` layers of the denoiser's blocks that the `groups` of `LORA_TARGETS` name."
+    groups = (groups,) if isinstance(groups, str) else tuple(groups)
+    if bad := [g for g in groups if g not in LORA_TARGETS]: raise ValueError(f"unknown LoRA groups {bad}; choose from {sorted(LORA_TARGETS)}")
+    ends = tuple("." + s for g in groups for s in LORA_TARGETS[g])
+    return [n for n, m in denoiser.named_modules() if n.startswith("blocks.") and n.endswith(ends) and isinstance(m, nn.Linear)]
+
+def add_lora(denoiser:nn.Module, # the PRX denoiser (unwrapped), changed in place
+             rank:int=16, # LoRA rank r; 0 turns LoRA off (nothing changes)
+             alpha:float=16, # the update is scaled by alpha / rank
+             dropout:float=0.0, # dropout on the LoRA branch's input
+             groups=("attention", "mlp"), # keys of `LORA_TARGETS` to adapt
+             target_modules:list[str]|str|None=None, # explicit peft targets (names or a regex), in place of `groups`
+            ):
+    "Inject LoRA layers into the denoiser in place and freeze every other parameter; returns the `LoraConfig` (None if rank is 0)."
+    if rank <= 0: return None
+    peft = _peft(); targets = target_modules or lora_target_modules(denoiser, groups)
+    if not targets: raise ValueError(f"no LoRA target in the denoiser for groups {groups}")
+    config = peft.LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
+    peft.inject_adapter_in_model(config, denoiser)
+    for n, p in denoiser.named_parameters(): p.requires_grad_("lora_" in n)
+    return config
+
+# %% ../nbs/03_tricks.ipynb #d0fe6a5c
+def save_lora(denoiser:nn.Module, # a denoiser carrying LoRA layers (from `add_lora`) or a `PeftModel`
+              path, # the adapter's folder
+              config, # the `LoraConfig` `add_lora` returned
+              base_model_name_or_path:str|None=None, # the base the adapter belongs to, recorded in adapter_config.json
+             ):
+    "Write the adapter in peft's format (adapter_config.json, adapter_model.safetensors), atomically."
+    import shutil
+    from pathlib import Path
+    from safetensors.torch import save_file
+    peft = _peft(); path = Path(path); tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
+    if isinstance(denoiser, peft.PeftModel): denoiser = denoiser.get_base_model()
+    config = copy.copy(config)
+    if base_model_name_or_path is not None: config.base_model_name_or_path = str(base_model_name_or_path)
+    sd = peft.get_peft_model_state_dict(denoiser)  # keys without the adapter name, as PeftModel saves them
+    for d in (tmp, old):
+        if d.exists(): shutil.rmtree(d)
+    tmp.mkdir(parents=True); config.save_pretrained(str(tmp))
+    save_file({"base_model.model." + k: v.detach().cpu().contiguous() for k, v in sd.items()}, str(tmp / "adapter_model.safetensors"),
+              metadata={"format": "pt"})
+    if path.exists(): path.rename(old)
+    tmp.rename(path)  # atomic: an adapter folder is complete or absent
+    if old.exists(): shutil.rmtree(old)
+    return path
+
+def load_lora(denoiser:nn.Module, # the base denoiser, which receives the LoRA layers
+              path, # an adapter folder (or hub id) in peft's format
+              **kwargs, # passed to `PeftModel.from_pretrained` (is_trainable=True to go on training)
+             ):
+    "The denoiser wrapped in a `peft.PeftModel` carrying the adapter at `path`."
+    return _peft().PeftModel.from_pretrained(denoiser, str(path), **kwargs)
+
+def merge_lora(denoiser:nn.Module, # a denoiser carrying LoRA layers, or a `PeftModel`; changed in place
+              )->nn.Module:
+    "The plain `PRXTransformer2DModel`: LoRA updates merged into the weights, no peft layer left."
+    peft = _peft()
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    if isinstance(denoiser, peft.PeftModel): denoiser = denoiser.merge_and_unload()
+    for name, m in list(denoiser.named_modules()):
+        if isinstance(m, BaseTunerLayer):
+            m.merge(); parent, _, child = name.rpartition(".")
+            setattr(denoiser.get_submodule(parent), child, m.get_base_layer())
+    denoiser.__dict__.pop("peft_config", None)  # the adapter's config, which peft attaches to the model
+    return denoiser

@@ -1,5 +1,5 @@
 "The prx-nb command line: config errors, train, checkpoints, sample, eval."
-import json
+import json, os
 from pathlib import Path
 from conftest import BIN, run
 
@@ -89,3 +89,56 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path):
     assert r.returncode == 2 and "3 non-finite losses in a row" in r.stderr and "train.lr" in r.stderr
     ev = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert sum(e.get("event") == "skip" for e in ev) == 3 and not (out / "pipeline").exists()
+
+
+def test_data_prepare_in_parallel_then_train_reuses_it(tmp_path):
+    out, ov = tmp_path / "run", ["data.shard_size=100"]  # shapes-tiny: 256 images, 3 shards
+    r1 = run([PRX, "data", "prepare", "--preset", "shapes-tiny", "--out", str(out), *ov], env=dict(os.environ, RANK="1", WORLD_SIZE="2"))
+    assert "worker 1 of 2" in r1.stdout and not (out / "data" / "prepared" / "prepared.json").exists()
+    assert [p.name for p in sorted((out / "data" / "prepared").glob("shard-*"))] == ["shard-00001"]
+    r0 = run([PRX, "data", "prepare", "--preset", "shapes-tiny", "--out", str(out), *ov], env=dict(os.environ, RANK="0", WORLD_SIZE="2"))
+    info = json.loads(r0.stdout.strip().splitlines()[-1]); assert info["n"] == 256 and info["shards"] == 3
+    index = out / "data" / "prepared" / "prepared.json"; before = index.stat().st_mtime_ns
+    run([PRX, "train", "--preset", "shapes-tiny", "--out", str(out), "--max-steps", "2", "eval.every=0", *ov])
+    assert index.stat().st_mtime_ns == before, "train prepared the data again instead of reusing it"
+    r = run([PRX, "data", "prepare", "--preset", "shapes-tiny", "--out", str(out)], env=dict(os.environ, RANK="0", WORLD_SIZE="2"), check=False)
+    assert r.returncode == 2 and "data.shard_size" in r.stderr
+
+
+WANDB_STUB = '''
+import json, os
+from types import SimpleNamespace
+calls = []
+def _rec(*a, **k): calls.append([a, {k2: v for k2, v in k.items() if k2 != "config"}]); json.dump(calls, open(os.environ["WANDB_STUB_LOG"], "w"), default=str)
+class _Run:
+    def log(self, d, step=None): _rec("log", d, step=step)
+    def finish(self): _rec("finish")
+def init(**k): _rec("init", **k); return _Run()
+util = SimpleNamespace(generate_id=lambda: "abc123")
+'''
+
+
+def test_wandb_logging_is_optional(tmp_path):
+    stub = tmp_path / "stub"; stub.mkdir(); (stub / "wandb.py").write_text(WANDB_STUB); log = tmp_path / "calls.json"
+    env = dict(os.environ, PYTHONPATH=str(stub), WANDB_STUB_LOG=str(log))
+    run([PRX, "train", "--preset", "shapes-tiny", "--out", str(tmp_path / "run"), "--max-steps", "10", "eval.every=5", "train.wandb=my-project"], env=env)
+    calls = json.loads(log.read_text()); kinds = [c[0][0] for c in calls]
+    assert kinds[0] == "init" and calls[0][1]["project"] == "my-project" and calls[0][1]["id"] == "abc123" and kinds[-1] == "finish"
+    logged = [c[0][1] for c in calls if c[0][0] == "log"]
+    assert any("train/loss" in d for d in logged) and any("eval/overall" in d for d in logged)
+    import importlib.util
+    if importlib.util.find_spec("wandb") is None:  # not installed: a clear error, before any training
+        r = run([PRX, "train", "--preset", "shapes-tiny", "--out", str(tmp_path / "run2"), "--max-steps", "2", "train.wandb=p"], check=False)
+        assert r.returncode == 2 and "pip install wandb" in r.stderr
+
+
+def test_publish_fails_before_writing_anything_without_token_or_hub(tmp_path, tiny_run):
+    import shutil
+    pipe = tmp_path / "run" / "pipeline"; shutil.copytree(tiny_run / "pipeline", pipe)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")} | {"HF_HOME": str(tmp_path / "hf")}
+    r = run([PRX, "publish", "--pipeline", str(pipe), "--repo-id", "someone/prx-shapes"], env=env, check=False)
+    assert r.returncode == 2 and "no Hugging Face token" in r.stderr and not (pipe / "README.md").exists()
+    r = run([PRX, "publish", "--pipeline", str(pipe), "--repo-id", "someone/prx-shapes"], env=env | {"HF_TOKEN": "hf_fake"}, check=False)
+    assert r.returncode == 2 and "cannot reach the Hugging Face Hub" in r.stderr and not (pipe / "README.md").exists()
+    r = run([PRX, "publish", "--pipeline", str(pipe), "--repo-id", "someone/prx-shapes", "--dry-run"], env=env)
+    assert json.loads(r.stdout)["uploaded"] is False and (pipe / "README.md").exists()

@@ -63,3 +63,49 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path):
     stopped = [e for e in ev if e.get("event") == "interrupted"]
     assert stopped and (out / "checkpoints" / f"step-{stopped[0]['step']}" / "trainer.json").exists() and not (out / "pipeline").exists()
     assert json.loads(stdout[stdout.index("{"):])["interrupted"] is True
+
+
+def test_fsdp2_two_processes_equal_one_process(tmp_path):
+    "FSDP2 on CPU: torch's fully_shard per PRX block (as accelerate's FSDP2 plugin wraps on GPUs), 2 gloo processes at the same global batch."
+    worker, env = str(Path(__file__).parent / "fsdp2_worker.py"), dict(os.environ, OMP_NUM_THREADS="1")
+    run([sys.executable, worker, str(tmp_path / "one.pt"), "4", "plain"], env=env)
+    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", worker, str(tmp_path / "two.pt"), "4", "shard"], env=env)
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert (one["sharded"], two["sharded"], two["world"]) == (False, True, 2)  # the EMA really held DTensor shards
+    torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=1e-4, atol=1e-6)
+    for part in ("weights", "ema"):
+        for k in one[part]: torch.testing.assert_close(two[part][k], one[part][k], rtol=1e-4, atol=1e-6, msg=f"{part} {k}")
+    for k in two["ema"]: assert torch.equal(two["ema_reloaded"][k], two["ema"][k]), f"sharded EMA checkpoint round trip: {k}"
+    assert one["losses"][0] != one["losses"][-1]
+
+
+def _worker_pid(parent:int, rank:int)->int|None:
+    "The pid of the torchrun worker of `rank` below `parent` (read from /proc)."
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit(): continue
+        try:
+            env = (d / "environ").read_bytes().split(b"\0")
+            if f"RANK={rank}".encode() in env and f"TORCHELASTIC_RUN_ID".encode() in b"\0".join(env) and int((d / "stat").read_text().split()[3]) == parent:
+                return int(d.name)
+        except (OSError, ValueError, IndexError): continue
+
+
+def test_a_dead_rank_ends_the_run_with_a_clear_error(tmp_path):
+    "SIGKILL one of two ranks mid-run: the launch ends (no hang) naming the dead rank, and the run resumes from its last checkpoint."
+    out = tmp_path / "run"; env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    args = ["-m", "prx_nb", "train", "--preset", "shapes-tiny", "--out", str(out), "--checkpoint-every", "3", "train.batch_size=8", *TINY]
+    p = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *args, "--max-steps", "400"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    t0, pid = time.time(), None
+    while not (out / "checkpoints" / "step-3" / "trainer.json").exists():
+        assert p.poll() is None and time.time() - t0 < 600, "the run ended or stalled before its first checkpoint"
+        pid = pid or _worker_pid(p.pid, 1); time.sleep(0.02)
+    assert pid, "rank 1's process not found"
+    os.kill(pid, signal.SIGKILL)
+    _, stderr = p.communicate(timeout=180)  # a hang fails here
+    assert p.returncode != 0 and "rank: 1" in stderr and "SIGKILL" in stderr, stderr[-3000:]
+    assert not (out / "pipeline").exists()
+    killed_at = max(int(d.name[5:]) for d in (out / "checkpoints").glob("step-*") if (d / "trainer.json").exists())
+    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *args, "--max-steps", str(killed_at + 3), "--resume", "latest"], env=env)
+    end = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert (out / "pipeline").exists() and end["event"] == "end" and end["steps"] == killed_at + 3
