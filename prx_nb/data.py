@@ -20,7 +20,8 @@ __all__ = ['BACKGROUNDS', 'COLORS', 'SHAPES', 'POSITIONS', 'SIZE_DIVISORS', 'HEL
            'snap', 'render', 'cell_of', 'sample_scene', 'canonical_caption', 'paraphrases', 'shapes_example',
            'shapes_manifest', 'build_shapes', 'verify_shapes', 'BadSample', 'load_image_text', 'check_columns',
            'caption_options', 'pick_caption', 'decode_image', 'center_crop_resize', 'BadDataReport', 'undecoded',
-           'clean_rows', 'prepare_dataset', 'PreparedData', 'prepare_shards', 'finish_shards']
+           'clean_rows', 'prepare_dataset', 'PreparedData', 'prepare_shards', 'prepare_stream', 'finish_shards',
+           'aspect_buckets', 'fit_to_bucket', 'BucketBatchSampler']
 
 # %% ../nbs/01_data.ipynb #b8a87534
 BACKGROUNDS = {"white": (245, 245, 245), "black": (15, 15, 15), "gray": (128, 128, 128)}
@@ -353,14 +354,16 @@ def undecoded(ds, image_column:str):
     return ds.cast_column(image_column, datasets.Image(decode=False)) if isinstance(f.get(image_column), datasets.Image) else ds
 
 # %% ../nbs/01_data.ipynb #754787ca
-def clean_rows(rows, image_column:str, caption_columns:dict, size:int, report:BadDataReport):
+def clean_rows(rows, image_column:str, caption_columns:dict, size:int, report:BadDataReport,
+               buckets:list|None=None, # aspect-ratio buckets (h, w): each image goes to its nearest one; None: square crops
+              ):
     "Yield (pixels, caption options) for good rows; count bad ones in `report`."
     first = True
     for i, row in enumerate(rows):
         if first: check_columns(list(row), image_column, caption_columns); first = False
         try: opts = caption_options(row, caption_columns)
         except BadSample as e: report.add("empty_caption", f"row {i}: {e}"); continue
-        try: pix = center_crop_resize(decode_image(row[image_column]), size)
+        try: img = decode_image(row[image_column]); pix = fit_to_bucket(img, buckets) if buckets else center_crop_resize(img, size)
         except BadSample as e: report.add("unreadable_image", f"row {i}: {e}"); continue
         yield pix, opts
 
@@ -383,13 +386,14 @@ def prepare_dataset(ds, # a `datasets.Dataset` (or any sized iterable of dict ro
                     encode_batch:int=512, # captions per encoder call
                     meta:dict|None=None, # extra facts stored in prepared.json
                     encode_images=None, # fn(uint8 (B, S, S, 3)) -> latents (B, C, h, w): latent mode stores these instead of pixels
+                    buckets:list|None=None, # aspect-ratio buckets (h, w) from `aspect_buckets`; None: square `size` crops
                    )->dict: # the prepared.json content
     "Convert a dataset once into pixels, caption ids and cached text-encoder states."
     from safetensors.torch import save_file
     caption_columns = caption_columns or {"caption": 1.0}; out = Path(out); report = BadDataReport()
     rows = undecoded(ds, image_column) if hasattr(ds, "cast_column") else ds
     pix, opts = [], []
-    for p, o in clean_rows(rows, image_column, caption_columns, size, report): pix.append(p); opts.append(o)
+    for p, o in clean_rows(rows, image_column, caption_columns, size, report, buckets): pix.append(p); opts.append(o)
     if not pix: raise ValueError(f"no usable rows in the dataset: {report}")
     uniq, ids, ws = _caption_table(opts)
     es, ms = [], []
@@ -397,13 +401,20 @@ def prepare_dataset(ds, # a `datasets.Dataset` (or any sized iterable of dict ro
         e, m = encode(uniq[i:i + encode_batch]); es.append(e.to(torch.bfloat16)); ms.append(m.bool())
     E, M = torch.cat(es), torch.cat(ms); L = max(int(M.sum(1).max()), 1)
     tmp = out.with_name(out.name + ".tmp"); shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-    if encode_images is None: np.save(tmp / "pixels.npy", np.stack(pix))
-    else: np.save(tmp / "latents.npy", np.concatenate([encode_images(np.stack(pix[i:i + 64])).float().cpu().numpy().astype(np.float16)
-                                                       for i in range(0, len(pix), 64)]))  # encoded once, like the text
+    kind, bl = "latents" if encode_images is not None else "pixels", [tuple(b) for b in buckets] if buckets else [(size, size)]
+    bid = np.array([bl.index(p.shape[:2]) for p in pix], np.int64); pos = np.zeros(len(pix), np.int64)
+    for b, (h, w) in enumerate(bl):  # one array per bucket shape (one in all without buckets)
+        idx = np.flatnonzero(bid == b); pos[idx] = np.arange(len(idx))
+        if not len(idx): continue
+        arr = np.stack([pix[i] for i in idx]); name = kind + (f"-{h}x{w}" if buckets else "")
+        if encode_images is not None:  # encoded once, like the text
+            arr = np.concatenate([encode_images(arr[i:i + 64]).float().cpu().numpy().astype(np.float16) for i in range(0, len(arr), 64)])
+        np.save(tmp / f"{name}.npy", arr)
+    if buckets: np.save(tmp / "buckets.npy", np.stack([bid, pos], 1))
     np.save(tmp / "captions.npy", ids); np.save(tmp / "weights.npy", ws)
     save_file({"embeds": E[:, :L].contiguous(), "masks": M[:, :L].contiguous()}, str(tmp / "text.safetensors"))
     info = dict(n=len(pix), size=size, latent=encode_images is not None, captions=len(uniq), text_tokens=L, text_dim=int(E.shape[-1]), image_column=image_column,
-                caption_columns=caption_columns, bad=report.as_dict(), **(meta or {}))
+                caption_columns=caption_columns, buckets=[list(b) for b in bl] if buckets else None, bad=report.as_dict(), **(meta or {}))
     (tmp / "prepared.json").write_text(json.dumps(info, indent=1)); (tmp / "captions.json").write_text(json.dumps(uniq))
     shutil.rmtree(out, ignore_errors=True); tmp.rename(out)
     return info
@@ -419,8 +430,17 @@ class PreparedData(torch.utils.data.Dataset):
         self.info = json.loads((self.path / "prepared.json").read_text())
         parts = [self.path / s for s in self.info["shards"]] if "shards" in self.info else [self.path]
         self._pixels, ids, ws, es, ms, self._caps, off = [], [], [], [], [], [], 0; self.latent = bool(self.info.get("latent"))
+        kind, self._bucket, self._pos = "latents" if self.latent else "pixels", [], []
         for p in parts:  # caption ids of shard k move past the captions of shards 0..k-1
-            self._pixels.append(np.load(p / ("latents.npy" if self.latent else "pixels.npy"), mmap_mode="r")); i_ = np.load(p / "captions.npy"); ids.append(np.where(i_ >= 0, i_ + off, -1))
+            pi = json.loads((p / "prepared.json").read_text())
+            if pi.get("buckets"):  # one array per bucket shape; buckets.npy holds (bucket, position) per row
+                self._pixels.append({b: np.load(p / f"{kind}-{h}x{w}.npy", mmap_mode="r") for b, (h, w) in enumerate(pi["buckets"])
+                                     if (p / f"{kind}-{h}x{w}.npy").exists()})
+                bp = np.load(p / "buckets.npy"); self._bucket.append(bp[:, 0]); self._pos.append(bp[:, 1])
+            else:
+                a = np.load(p / f"{kind}.npy", mmap_mode="r"); self._pixels.append({0: a})
+                self._bucket.append(np.zeros(len(a), np.int64)); self._pos.append(np.arange(len(a)))
+            i_ = np.load(p / "captions.npy"); ids.append(np.where(i_ >= 0, i_ + off, -1))
             ws.append(np.load(p / "weights.npy")); t = load_file(str(p / "text.safetensors")); es.append(t["embeds"]); ms.append(t["masks"])
             self._caps.append(p / "captions.json"); off += len(t["embeds"])
         L, K = max(e.shape[1] for e in es), max(w.shape[1] for w in ws)
@@ -428,7 +448,9 @@ class PreparedData(torch.utils.data.Dataset):
         self.embeds = torch.cat([pad(e, (0, 0, 0, L - e.shape[1])) for e in es]); self.masks = torch.cat([pad(m, (0, L - m.shape[1])) for m in ms])
         self.ids = np.concatenate([np.pad(i, ((0, 0), (0, K - i.shape[1])), constant_values=-1) for i in ids])
         self.weights = np.concatenate([np.pad(w, ((0, 0), (0, K - w.shape[1]))) for w in ws])
-        self._starts = np.cumsum([0] + [len(p) for p in self._pixels])
+        self._shard = np.concatenate([np.full(len(b), k) for k, b in enumerate(self._bucket)])
+        self.bucket, self._pos = np.concatenate(self._bucket), np.concatenate(self._pos)
+        self.buckets = [tuple(b) for b in self.info["buckets"]] if self.info.get("buckets") else None
 
     def __len__(self): return len(self.ids)
     def set_epoch(self, epoch:int): self.epoch = epoch
@@ -437,8 +459,7 @@ class PreparedData(torch.utils.data.Dataset):
     def __getitem__(self, i):
         rng = np.random.default_rng([self.seed, self.epoch, int(i)]); w = self.weights[i]
         cid = int(self.ids[i, rng.choice(len(w), p=w / w.sum())])
-        k = int(np.searchsorted(self._starts, i, side="right")) - 1
-        x = torch.from_numpy(np.array(self._pixels[k][i - self._starts[k]]))
+        x = torch.from_numpy(np.array(self._pixels[self._shard[i]][self.bucket[i]][self._pos[i]]))
         return (x.float() if self.latent else x.permute(2, 0, 1)), cid
 
 # %% ../nbs/01_data.ipynb #34fc29de
@@ -446,7 +467,7 @@ def prepare_shards(ds, # a `datasets.Dataset`
                    out, size:int, encode, image_column:str="image", caption_columns:dict|None=None, # as `prepare_dataset`
                    shard_size:int=50_000, # rows per shard
                    rank:int=0, world:int=1, # this worker and the number of workers: worker r takes shards r, r + world, ...
-                   meta:dict|None=None, encode_images=None)->dict|None: # the index, or None while other workers' shards are missing
+                   meta:dict|None=None, encode_images=None, buckets:list|None=None)->dict|None: # the index, or None while shards are missing
     "Prepare a dataset as shards: resumable (finished shards are kept) and parallel (workers take disjoint shards)."
     out = Path(out); out.mkdir(parents=True, exist_ok=True); n = len(ds); k = max(1, math.ceil(n / shard_size))
     for s in range(rank, k, world):
@@ -454,8 +475,28 @@ def prepare_shards(ds, # a `datasets.Dataset`
         if (d / "prepared.json").exists() and json.loads((d / "prepared.json").read_text()).get("key") == (meta or {}).get("key"):
             continue  # finished by an earlier run with the same settings
         rows = ds.select(range(s * shard_size, min(n, (s + 1) * shard_size)))
-        prepare_dataset(rows, d, size, encode, image_column, caption_columns, meta=dict(key=(meta or {}).get("key"), shard=s), encode_images=encode_images)
+        prepare_dataset(rows, d, size, encode, image_column, caption_columns, meta=dict(key=(meta or {}).get("key"), shard=s), encode_images=encode_images,
+                        buckets=buckets)
     return finish_shards(out, k, meta)
+
+def prepare_stream(stream, # an iterable of rows: a streamed `datasets` dataset (hub or local), already split per worker
+                   out, size:int, encode, image_column:str="image", caption_columns:dict|None=None, # as `prepare_dataset`
+                   shard_size:int=50_000, # rows per shard
+                   rank:int=0, world:int=1, # this worker and the number of workers (shards rank, rank + world, ... are this worker's)
+                   meta:dict|None=None, encode_images=None, buckets:list|None=None)->dict|None: # the index, or None while workers run
+    "Prepare a stream shard by shard as it arrives, so the source never has to fit on a disk; resumable and parallel."
+    import itertools
+    out = Path(out); out.mkdir(parents=True, exist_ok=True); it, j = iter(stream), 0
+    while chunk := list(itertools.islice(it, shard_size)):
+        sid = j * world + rank; d = out / f"shard-{sid:05d}"; j += 1
+        if (d / "prepared.json").exists() and json.loads((d / "prepared.json").read_text()).get("key") == (meta or {}).get("key"):
+            continue  # finished by an earlier run: read past it, prepare nothing
+        prepare_dataset(chunk, d, size, encode, image_column, caption_columns, meta=dict(key=(meta or {}).get("key"), shard=sid),
+                        encode_images=encode_images, buckets=buckets)
+    (out / f"worker-{rank}-of-{world}.json").write_text(json.dumps(dict(shards=j, key=(meta or {}).get("key"))))
+    done = [out / f"worker-{r}-of-{world}.json" for r in range(world)]
+    if not all(p.exists() and json.loads(p.read_text())["key"] == (meta or {}).get("key") for p in done): return None
+    return finish_shards(out, sum(json.loads(p.read_text())["shards"] for p in done), meta)
 
 def finish_shards(out, k:int, meta:dict|None=None)->dict|None:
     "Index `k` finished shards in out/prepared.json (atomically); None while any is missing."
@@ -467,6 +508,39 @@ def finish_shards(out, k:int, meta:dict|None=None)->dict|None:
         for r, ex in i["bad"]["examples"].items(): bad.examples.setdefault(r, []).extend(ex[:5 - len(bad.examples.get(r, []))])
     info = dict(n=sum(i["n"] for i in infos), size=infos[0]["size"], latent=infos[0].get("latent", False), shards=[p.name for p in parts], captions=sum(i["captions"] for i in infos),
                 text_tokens=max(i["text_tokens"] for i in infos), text_dim=infos[0]["text_dim"], image_column=infos[0]["image_column"],
-                caption_columns=infos[0]["caption_columns"], bad=bad.as_dict(), **(meta or {}))
+                caption_columns=infos[0]["caption_columns"], buckets=infos[0].get("buckets"), bad=bad.as_dict(), **(meta or {}))
     tmp = out / "prepared.json.tmp"; tmp.write_text(json.dumps(info, indent=1)); os.replace(tmp, out / "prepared.json")
     return info
+
+# %% ../nbs/01_data.ipynb #dbe3abb2
+def aspect_buckets(size:int, # side of the square bucket; every bucket has about size² pixels
+                   multiple:int=32, # bucket sides are multiples of this (the patch size, times the VAE's factor)
+                   ratios=(0.5, 0.75, 1.0, 4 / 3, 2.0), # width / height of each bucket
+                  )->list[tuple[int, int]]:
+    "Bucket shapes (h, w) for aspect ratios `ratios`, each with about size² pixels."
+    out = []
+    for r in ratios:
+        h, w = (max(multiple, round(size * f / multiple) * multiple) for f in (1 / math.sqrt(r), math.sqrt(r)))
+        if (h, w) not in out: out.append((h, w))
+    return out
+
+def fit_to_bucket(img:Image.Image, buckets:list)->np.ndarray:
+    "Resize `img` to cover the bucket nearest its aspect ratio and center-crop to it: uint8 (h, w, 3)."
+    w, h = img.size; h2, w2 = min(buckets, key=lambda b: abs(math.log((w / h) / (b[1] / b[0]))))
+    s = max(w2 / w, h2 / h); rw, rh = max(w2, round(w * s)), max(h2, round(h * s))
+    img = img.resize((rw, rh), Image.BICUBIC if s > 0.25 else Image.BOX); l, t = (rw - w2) // 2, (rh - h2) // 2
+    return np.asarray(img.crop((l, t, l + w2, t + h2)), dtype=np.uint8)
+
+class BucketBatchSampler(torch.utils.data.Sampler):
+    "Batches of indices from one aspect-ratio bucket each, shuffled by (seed, epoch); incomplete batches are dropped."
+    def __init__(self, buckets, # bucket id per index (`PreparedData.bucket`)
+                 batch_size:int, seed:int=0):
+        self.b, self.bs, self.seed, self.epoch = np.asarray(buckets), batch_size, seed, 0
+    def set_epoch(self, epoch:int): self.epoch = epoch
+    def __len__(self): return sum(int((self.b == b).sum()) // self.bs for b in np.unique(self.b))
+    def __iter__(self):
+        rng, batches = np.random.default_rng([self.seed, self.epoch]), []
+        for b in np.unique(self.b):
+            idx = rng.permutation(np.flatnonzero(self.b == b))
+            batches += [idx[i:i + self.bs].tolist() for i in range(0, len(idx) - self.bs + 1, self.bs)]
+        return iter([batches[j] for j in rng.permutation(len(batches))])

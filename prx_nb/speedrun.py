@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import yaml
 
-from .data import build_shapes, prepare_dataset, prepare_shards, PreparedData, load_image_text
+from .data import build_shapes, prepare_dataset, prepare_shards, prepare_stream, PreparedData, load_image_text, aspect_buckets, BucketBatchSampler
 from .architecture import (TextTower, build_word_tower, vocabulary, build_denoiser, load_denoiser, load_vae, encode_latents, model_config, build_pipeline, generate, sample_timesteps, set_attention,
                                  add_noise, x_pred_loss, count_params, flops_per_image)
 from .tricks import DenoiserEMA, Tricks, TRICKS_DEFAULTS, TreadGuidance, LPIPSLoss, make_optimizers, add_lora, save_lora, merge_lora
@@ -22,10 +22,11 @@ from .eval import (shapes_eval, shapes_eval_prompts, evaluate, METRICS, read_log
 
 # %% auto #0
 __all__ = ['BASE_CONFIG', 'PRESETS', 'IN_LOOP_METRICS', 'GRID_PROMPTS', 'ABLATIONS', 'LAUNCH_CONFIGS', 'load_config', 'data_key',
-           'open_source', 'load_tower', 'image_tower_path', 'ensure_data', 'save_checkpoint', 'ema_file',
-           'list_checkpoints', 'start_wandb', 'eval_metrics', 'run_shapes_eval', 'run_plan', 'make_denoiser',
-           'prediction', 'format_plan', 'train', 'save_pipeline', 'load_pipeline', 'sample_grid', 'plot_curves',
-           'write_report', 'speedrun', 'ablate', 'ablation_table', 'launch_config', 'model_card', 'publish', 'main']
+           'open_source', 'load_tower', 'image_tower_path', 'bucket_multiple', 'ensure_data', 'save_checkpoint',
+           'ema_file', 'list_checkpoints', 'start_wandb', 'eval_metrics', 'run_shapes_eval', 'run_plan',
+           'make_denoiser', 'prediction', 'format_plan', 'train', 'save_pipeline', 'load_pipeline', 'sample_grid',
+           'plot_curves', 'write_report', 'speedrun', 'ablate', 'ablation_table', 'launch_config', 'model_card',
+           'publish', 'main']
 
 # %% ../nbs/04_speedrun.ipynb #a1ecd1d9
 BASE_CONFIG = {
@@ -33,7 +34,9 @@ BASE_CONFIG = {
               "vae": None},  # an AutoencoderKL / AutoencoderDC (id or path): latent space, a PRXPipeline artifact; None: pixel space
     "data": {"source": "shapes", "n": 20000, "size": 32, "seed": 0, "proportions": {"single": 1 / 3, "count": 1 / 3, "relation": 1 / 3},
              "image_column": "image", "caption_columns": {"caption": 0.5, "paraphrases": 0.5}, "split": "train",
-             "shard_size": None},  # rows per prepared shard (None: one piece); `prx-nb data prepare` fills shards in parallel
+             "shard_size": None,  # rows per prepared shard (None: one piece); `prx-nb data prepare` fills shards in parallel
+             "streaming": False,  # read the source as a stream (needs shard_size): only the prepared shards land on disk
+             "buckets": None},  # aspect ratios (width / height) of the buckets, e.g. [0.5, 0.75, 1.0, 1.33, 2.0]; None: square crops
     "text": {"encoder": "minilm",  # a transformers id or path, 'minilm', 'words', or 'init' (model.init's own tokenizer and encoder)
              "max_tokens": 32, "word_dim": 128, "word_layers": 2},
     "flow": {"shift": 3.0, "noise_scale": 1.0, "uniform_frac": 0.1, "loss_t_min": 0.3, "prediction": "auto"},  # auto: x in pixels, velocity in latents
@@ -126,7 +129,7 @@ def load_config(preset:str|None="shapes-cpu", # a name in PRESETS
 # %% ../nbs/04_speedrun.ipynb #e8e51f20
 def data_key(cfg:dict)->dict:
     "The settings that determine a prepared dataset."
-    d = cfg["data"]; return dict(source=d["source"], n=d["n"], size=d["size"], seed=d["seed"], proportions=d["proportions"], shard_size=d["shard_size"],
+    d = cfg["data"]; return dict(source=d["source"], n=d["n"], size=d["size"], seed=d["seed"], proportions=d["proportions"], shard_size=d["shard_size"], streaming=d["streaming"], buckets=d["buckets"],
                                  caption_columns=d["caption_columns"], image_column=d["image_column"], **cfg["text"],
                                  **({"init": cfg["model"]["init"]} if cfg["text"]["encoder"] == "init" else {}),
                                  **({"vae": str(cfg["model"]["vae"] or cfg["model"]["init"])} if image_tower_path(cfg) else {}))
@@ -135,8 +138,11 @@ def open_source(cfg:dict, root):
     "The run's raw dataset: a Shapes build under `root`, or a real dataset by id or path."
     d = cfg["data"]
     if not d["source"]: raise ValueError("data.source is not set: pass data.source=<hub id or local folder> (see the data chapter)")
-    if d["source"] == "shapes": return build_shapes(Path(root) / "shapes", n=d["n"], S=d["size"], seed=d["seed"], proportions=d["proportions"])
-    return load_image_text(d["source"], split=d["split"])
+    if d["streaming"] and not d["shard_size"]: raise ValueError("data.streaming=true prepares shard by shard: set data.shard_size=<rows per shard>")
+    if d["source"] == "shapes":
+        ds = build_shapes(Path(root) / "shapes", n=d["n"], S=d["size"], seed=d["seed"], proportions=d["proportions"])
+        return ds.to_iterable_dataset() if d["streaming"] else ds
+    return load_image_text(d["source"], split=d["split"], streaming=d["streaming"])
 
 def load_tower(cfg:dict, ds=None)->TextTower:
     "The run's text tower: a transformers encoder by id or path, 'minilm', or 'words' (built over the dataset's captions)."
@@ -146,6 +152,8 @@ def load_tower(cfg:dict, ds=None)->TextTower:
                                                       "pass model.init=<a PRX pipeline, e.g. stage 1's DIR/pipeline>")
         return TextTower.load(cfg["model"]["init"], t["max_tokens"], pipeline=True)
     if t["encoder"] != "words": return TextTower.load(t["encoder"], t["max_tokens"])
+    if cfg["data"]["streaming"]: raise ValueError("text.encoder=words builds its vocabulary from every caption, which a stream does not give "
+                                                  "up front: use a pretrained encoder (e.g. text.encoder=minilm) when data.streaming=true")
     texts = [c for col in cfg["data"]["caption_columns"] for v in ds[col] for c in (v if isinstance(v, list) else [v]) if c]
     return build_word_tower(vocabulary(texts), dim=t["word_dim"], layers=t["word_layers"], max_tokens=t["max_tokens"], seed=cfg["train"]["seed"])
 
@@ -153,6 +161,17 @@ def image_tower_path(cfg:dict)->str|None:
     "The run's autoencoder: `model.vae`, else the `vae/` of a `model.init` pipeline folder; None in pixel space."
     m = cfg["model"]
     return m["vae"] or (str(m["init"]) if m["init"] and (Path(str(m["init"])) / "vae" / "config.json").exists() else None)
+
+def bucket_multiple(cfg:dict, vae=None)->int:
+    "What bucket sides must be multiples of: the denoiser's patch, times the autoencoder's downsampling in latent space."
+    m = cfg["model"]
+    if m["init"]:
+        from diffusers import PRXTransformer2DModel
+        p = Path(str(m["init"])); sub = "transformer" if (p / "model_index.json").exists() or not p.is_dir() else None
+        patch = PRXTransformer2DModel.load_config(str(m["init"]), subfolder=sub)["patch_size"]
+    else: patch = model_config(m["preset"], **{k: v for k, v in m.items() if k not in ("preset", "init", "vae")})["patch_size"]
+    f = (getattr(vae, "spatial_compression_ratio", None) or 2 ** (len(vae.config.block_out_channels) - 1)) if vae is not None else 1
+    return patch * f
 
 def ensure_data(cfg:dict, root, tower:TextTower, ds=None,
                 rank:int=0, world:int=1, # sharded preparation: this worker of `world` takes shards rank, rank + world, ...
@@ -164,11 +183,16 @@ def ensure_data(cfg:dict, root, tower:TextTower, ds=None,
     ds = open_source(cfg, root) if ds is None else ds; d = cfg["data"]
     encode = lambda prompts: tower.encode(prompts, bf16=cfg["train"]["mixed_precision"] == "bf16")
     images = (lambda u8: encode_latents(vae, torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 127.5 - 1)) if vae is not None else None
+    bk = aspect_buckets(d["size"], bucket_multiple(cfg, vae), d["buckets"]) if d["buckets"] else None
+    if (d["streaming"] or d["shard_size"]) and (prep / "pixels.npy").exists(): shutil.rmtree(prep)  # a one-piece preparation
+    if d["streaming"]:
+        from datasets.distributed import split_dataset_by_node
+        return prep if prepare_stream(split_dataset_by_node(ds, rank, world) if world > 1 else ds, prep, d["size"], encode, d["image_column"],
+                                      d["caption_columns"], d["shard_size"], rank, world, meta=dict(key=key), encode_images=images, buckets=bk) else None
     if d["shard_size"]:
-        if (prep / "pixels.npy").exists(): shutil.rmtree(prep)  # a one-piece preparation of other settings
         return prep if prepare_shards(ds, prep, d["size"], encode, d["image_column"], d["caption_columns"], d["shard_size"], rank, world,
-                                      meta=dict(key=key), encode_images=images) else None
-    prepare_dataset(ds, prep, d["size"], encode, d["image_column"], d["caption_columns"], meta=dict(key=key), encode_images=images)
+                                      meta=dict(key=key), encode_images=images, buckets=bk) else None
+    prepare_dataset(ds, prep, d["size"], encode, d["image_column"], d["caption_columns"], meta=dict(key=key), encode_images=images, buckets=bk)
     return prep
 
 # %% ../nbs/04_speedrun.ipynb #6259cde4
@@ -325,8 +349,12 @@ def train(cfg:dict, # a config from `load_config`
         c = T.get("cooldown", 0.0); w = min(1.0, (s + 1) / max(1, T["warmup_steps"]))
         return w * (max(0.0, min(1.0, (1 - prog[0]) / c)) if c else 1.0)
     scheds = [torch.optim.lr_scheduler.LambdaLR(o, lr_factor) for o in opts]
-    dl = torch.utils.data.DataLoader(data, batch_size=T["batch_size"], shuffle=True, drop_last=True, num_workers=T["num_workers"],
-                                     generator=torch.Generator().manual_seed(T["seed"]))
+    if data.buckets:  # one bucket per batch, shuffled by (seed, epoch)
+        sampler = BucketBatchSampler(data.bucket, T["batch_size"], T["seed"])
+        dl = torch.utils.data.DataLoader(data, batch_sampler=sampler, num_workers=T["num_workers"])
+    else:
+        sampler = None; dl = torch.utils.data.DataLoader(data, batch_size=T["batch_size"], shuffle=True, drop_last=True, num_workers=T["num_workers"],
+                                                         generator=torch.Generator().manual_seed(T["seed"]))
     mods = [model] if aux is None else [model, aux]
     out_ = acc.prepare(*mods, dl, *opts, *scheds); k, n = len(mods), len(opts)
     mods, dl, opts, scheds = list(out_[:k]), out_[k], list(out_[k + 1:k + 1 + n]), list(out_[k + 1 + n:])
@@ -364,6 +392,7 @@ def train(cfg:dict, # a config from `load_config`
         except ValueError: pass  # not the main thread: no handlers
     while not done:
         data.set_epoch(epoch); dl.set_epoch(epoch)
+        if sampler: sampler.set_epoch(epoch)
         batches = acc.skip_first_batches(dl, batch_in_epoch) if batch_in_epoch else dl
         for pix, ids in batches:
             t0 = time.perf_counter(); batch_in_epoch += 1

@@ -142,3 +142,13 @@ def test_publish_fails_before_writing_anything_without_token_or_hub(tmp_path, ti
     assert r.returncode == 2 and "cannot reach the Hugging Face Hub" in r.stderr and not (pipe / "README.md").exists()
     r = run([PRX, "publish", "--pipeline", str(pipe), "--repo-id", "someone/prx-shapes", "--dry-run"], env=env)
     assert json.loads(r.stdout)["uploaded"] is False and (pipe / "README.md").exists()
+
+
+def test_data_prepare_streaming_in_parallel(tmp_path):
+    out, ov = tmp_path / "run", ["data.shard_size=60", "data.streaming=true"]  # shapes-tiny: 256 images streamed, split between 2 workers
+    for rank in ("1", "0"):
+        r = run([PRX, "data", "prepare", "--preset", "shapes-tiny", "--out", str(out), *ov], env=dict(os.environ, RANK=rank, WORLD_SIZE="2"))
+    info = json.loads(r.stdout.strip().splitlines()[-1]); assert info["n"] == 256 and info["shards"] == 6  # 128 rows a worker: 60 + 60 + 8
+    run([PRX, "train", "--preset", "shapes-tiny", "--out", str(out), "--max-steps", "2", "eval.every=0", *ov])
+    r = run([PRX, "train", "--preset", "shapes-tiny", "--out", str(tmp_path / "x"), "data.streaming=true"], check=False)
+    assert r.returncode == 2 and "data.shard_size" in r.stderr
