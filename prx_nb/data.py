@@ -19,9 +19,9 @@ __all__ = ['BACKGROUNDS', 'COLORS', 'SHAPES', 'POSITIONS', 'SIZE_DIVISORS', 'HEL
            'SIZES_PX', 'DEFAULT_PROPORTIONS', 'seen_pairs', 'shape_mask', 'shape_box', 'fill_class', 'raster_fill',
            'snap', 'render', 'cell_of', 'sample_scene', 'canonical_caption', 'paraphrases', 'shapes_example',
            'shapes_manifest', 'build_shapes', 'verify_shapes', 'BadSample', 'load_image_text', 'check_columns',
-           'caption_options', 'pick_caption', 'decode_image', 'center_crop_resize', 'BadDataReport', 'undecoded',
-           'clean_rows', 'prepare_dataset', 'PreparedData', 'prepare_shards', 'prepare_stream', 'finish_shards',
-           'aspect_buckets', 'fit_to_bucket', 'BucketBatchSampler']
+           'caption_options', 'pick_caption', 'decode_image', 'fit_to_bucket', 'center_crop_resize', 'BadDataReport',
+           'undecoded', 'clean_rows', 'prepare_dataset', 'PreparedData', 'prepare_shards', 'prepare_stream',
+           'finish_shards', 'aspect_buckets', 'BucketBatchSampler']
 
 # %% ../nbs/01_data.ipynb #b8a87534
 BACKGROUNDS = {"white": (245, 245, 245), "black": (15, 15, 15), "gray": (128, 128, 128)}
@@ -328,12 +328,17 @@ def decode_image(value)->Image.Image:
     except BadSample: raise
     except Exception as e: raise BadSample(f"unreadable image: {type(e).__name__}: {e}") from e
 
+def fit_to_bucket(img:Image.Image, buckets:list)->np.ndarray:
+    "Center-crop `img` to the aspect ratio of the bucket (h, w) nearest its own and resize to it: uint8 (h, w, 3)."
+    w, h = img.size; bh, bw = min(buckets, key=lambda b: abs(math.log((w / h) / (b[1] / b[0]))))
+    cw, ch = min(w, round(h * bw / bh)), min(h, round(w * bh / bw)); l, t = (w - cw) // 2, (h - ch) // 2
+    img = img.crop((l, t, l + cw, t + ch))
+    if (cw, ch) != (bw, bh): img = img.resize((bw, bh), Image.BICUBIC if cw < 4 * bw else Image.BOX)
+    return np.asarray(img, dtype=np.uint8)
+
 def center_crop_resize(img:Image.Image, size:int)->np.ndarray:
     "Center-crop to a square and resize to (size, size, 3) uint8."
-    w, h = img.size; s = min(w, h); l, t = (w - s) // 2, (h - s) // 2
-    img = img.crop((l, t, l + s, t + s))
-    if s != size: img = img.resize((size, size), Image.BICUBIC if s < 4 * size else Image.BOX)
-    return np.asarray(img, dtype=np.uint8)
+    return fit_to_bucket(img, [(size, size)])
 
 # %% ../nbs/01_data.ipynb #e11f7622
 class BadDataReport:
@@ -463,6 +468,10 @@ class PreparedData(torch.utils.data.Dataset):
         return (x.float() if self.latent else x.permute(2, 0, 1)), cid
 
 # %% ../nbs/01_data.ipynb #34fc29de
+def _shard_done(d:Path, meta:dict|None)->bool:
+    "Was shard folder `d` finished by an earlier run with the same settings?"
+    return (d / "prepared.json").exists() and json.loads((d / "prepared.json").read_text()).get("key") == (meta or {}).get("key")
+
 def prepare_shards(ds, # a `datasets.Dataset`
                    out, size:int, encode, image_column:str="image", caption_columns:dict|None=None, # as `prepare_dataset`
                    shard_size:int=50_000, # rows per shard
@@ -472,8 +481,7 @@ def prepare_shards(ds, # a `datasets.Dataset`
     out = Path(out); out.mkdir(parents=True, exist_ok=True); n = len(ds); k = max(1, math.ceil(n / shard_size))
     for s in range(rank, k, world):
         d = out / f"shard-{s:05d}"
-        if (d / "prepared.json").exists() and json.loads((d / "prepared.json").read_text()).get("key") == (meta or {}).get("key"):
-            continue  # finished by an earlier run with the same settings
+        if _shard_done(d, meta): continue
         rows = ds.select(range(s * shard_size, min(n, (s + 1) * shard_size)))
         prepare_dataset(rows, d, size, encode, image_column, caption_columns, meta=dict(key=(meta or {}).get("key"), shard=s), encode_images=encode_images,
                         buckets=buckets)
@@ -489,8 +497,7 @@ def prepare_stream(stream, # an iterable of rows: a streamed `datasets` dataset 
     out = Path(out); out.mkdir(parents=True, exist_ok=True); it, j = iter(stream), 0
     while chunk := list(itertools.islice(it, shard_size)):
         sid = j * world + rank; d = out / f"shard-{sid:05d}"; j += 1
-        if (d / "prepared.json").exists() and json.loads((d / "prepared.json").read_text()).get("key") == (meta or {}).get("key"):
-            continue  # finished by an earlier run: read past it, prepare nothing
+        if _shard_done(d, meta): continue  # read past it, prepare nothing
         prepare_dataset(chunk, d, size, encode, image_column, caption_columns, meta=dict(key=(meta or {}).get("key"), shard=sid),
                         encode_images=encode_images, buckets=buckets)
     (out / f"worker-{rank}-of-{world}.json").write_text(json.dumps(dict(shards=j, key=(meta or {}).get("key"))))
@@ -523,13 +530,6 @@ def aspect_buckets(size:int, # side of the square bucket; every bucket has about
         h, w = (max(multiple, round(size * f / multiple) * multiple) for f in (1 / math.sqrt(r), math.sqrt(r)))
         if (h, w) not in out: out.append((h, w))
     return out
-
-def fit_to_bucket(img:Image.Image, buckets:list)->np.ndarray:
-    "Resize `img` to cover the bucket nearest its aspect ratio and center-crop to it: uint8 (h, w, 3)."
-    w, h = img.size; h2, w2 = min(buckets, key=lambda b: abs(math.log((w / h) / (b[1] / b[0]))))
-    s = max(w2 / w, h2 / h); rw, rh = max(w2, round(w * s)), max(h2, round(h * s))
-    img = img.resize((rw, rh), Image.BICUBIC if s > 0.25 else Image.BOX); l, t = (rw - w2) // 2, (rh - h2) // 2
-    return np.asarray(img.crop((l, t, l + w2, t + h2)), dtype=np.uint8)
 
 class BucketBatchSampler(torch.utils.data.Sampler):
     "Batches of indices from one aspect-ratio bucket each, shuffled by (seed, epoch); incomplete batches are dropped."

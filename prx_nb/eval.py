@@ -6,7 +6,7 @@ Docs: https://prx-nb.github.io/prx-nb/eval.html.md"""
 
 # %% ../nbs/05_eval.ipynb #b23e4461
 from __future__ import annotations
-import hashlib, json, os, random, re
+import hashlib, json, os, random, re, textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -347,7 +347,7 @@ def progress_grid(out, # run directory with evals/step-N.npz
         for c, i in enumerate(cols):
             ax = axs[r][c]; ax.imshow(z["images"][i], interpolation="nearest"); ax.set_xticks([]); ax.set_yticks([])
             if c == 0: ax.set_ylabel(f"step {int(f.stem[5:])}", fontsize=7)
-            if r == 0: ax.set_title("\n".join(__import__("textwrap").wrap(str(z["prompts"][i]), 20)), fontsize=5)
+            if r == 0: ax.set_title("\n".join(textwrap.wrap(str(z["prompts"][i]), 20)), fontsize=5)
     fig.tight_layout()
     if path: fig.savefig(path, dpi=110); plt.close(fig)
     return fig

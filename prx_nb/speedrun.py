@@ -18,7 +18,7 @@ from .architecture import (TextTower, build_word_tower, vocabulary, build_denois
                                  add_noise, x_pred_loss, count_params, flops_per_image)
 from .tricks import DenoiserEMA, Tricks, TRICKS_DEFAULTS, TreadGuidance, LPIPSLoss, make_optimizers, add_lora, save_lora, merge_lora
 from .eval import (shapes_eval, shapes_eval_prompts, evaluate, METRICS, read_log, run_records, save_eval_images, shapes_distances,
-                         shapes_features, _metric)
+                         shapes_features)
 
 # %% auto #0
 __all__ = ['BASE_CONFIG', 'PRESETS', 'IN_LOOP_METRICS', 'GRID_PROMPTS', 'ABLATIONS', 'LAUNCH_CONFIGS', 'load_config', 'data_key',
@@ -478,11 +478,9 @@ def save_pipeline(pipe, path, sampling:dict):
 
 def load_pipeline(path, device="cpu"):
     "Load a saved PRXPixelPipeline or PRXPipeline (batched CFG fixed) and its sampling settings."
-    import diffusers
+    from diffusers import DiffusionPipeline
     from prx_nb.architecture import fix_batched_cfg
-    name = json.loads((Path(path) / "model_index.json").read_text())["_class_name"] if (Path(path) / "model_index.json").exists() else "PRXPixelPipeline"
-    cls = {"PRXPipeline": diffusers.PRXPipeline}.get(name, diffusers.PRXPixelPipeline)
-    pipe = cls.from_pretrained(str(path)).to(device); pipe.set_progress_bar_config(disable=True); set_attention(pipe.transformer)
+    pipe = DiffusionPipeline.from_pretrained(str(path)).to(device); pipe.set_progress_bar_config(disable=True); set_attention(pipe.transformer)
     sp = Path(path) / "sampling.json"
     return fix_batched_cfg(pipe), (json.loads(sp.read_text()) if sp.exists() else dict(size=pipe.config.default_sample_size, steps=20, guidance_scale=3.0))
 
@@ -642,7 +640,9 @@ def _metrics_rows(m:dict)->list[str]:
 def model_card(pipeline, # a saved PRXPixelPipeline folder (DIR/pipeline of a run)
                repo_id:str)->str:
     "A Hugging Face model card for a run's pipeline, from the run's own records."
-    pipeline = Path(pipeline); run = pipeline.parent
+    from huggingface_hub import ModelCardData
+    pipeline = Path(pipeline); run = pipeline.parent; cls = json.loads((pipeline / "model_index.json").read_text())["_class_name"]
+    space, pred = ("latent", "velocity") if cls == "PRXPipeline" else ("pixel", "x-prediction")
     m = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
     start = next((r for r in read_log(run) if r.get("event") == "start"), {}); cfg = start.get("config", {})
     s = json.loads((pipeline / "sampling.json").read_text()) if (pipeline / "sampling.json").exists() else {}
@@ -654,18 +654,19 @@ def model_card(pipeline, # a saved PRXPixelPipeline folder (DIR/pipeline of a ru
              if man.exists() else []) if shapes else
             [f"`{src}` (captions: {cfg.get('data', {}).get('caption_columns')}); see its data card in {_REPO}/tree/main/data_cards and its "
              "own license and terms."])
-    use = (f'pipe = PRXPixelPipeline.from_pretrained("{repo_id}")\n'
+    use = (f'pipe = {cls}.from_pretrained("{repo_id}")\n'
            f'image = pipe("{GRID_PROMPTS[0]}", height={s.get("size", 32)}, width={s.get("size", 32)}, '
            f'num_inference_steps={s.get("steps", 20)}, guidance_scale={s.get("guidance_scale", 3.0)}, use_resolution_binning=False).images[0]')
-    lines = ["---", "library_name: diffusers", "pipeline_tag: text-to-image", "license: apache-2.0",
-             "tags: [prx, prx-nb, text-to-image, pixel-space, flow-matching]", "---", "",
-             f"# {repo_id}", "", f"A PRX text-to-image model in pixel space (a diffusers `PRXPixelPipeline`), trained with [prx-nb]({_REPO}), "
+    meta = ModelCardData(library_name="diffusers", pipeline_tag="text-to-image", license="apache-2.0",
+                         tags=["prx", "prx-nb", "text-to-image", f"{space}-space", "flow-matching"])
+    lines = ["---", meta.to_yaml(), "---", "",
+             f"# {repo_id}", "", f"A PRX text-to-image model in {space} space (a diffusers `{cls}`), trained with [prx-nb]({_REPO}), "
              "the PRX speedrun recipe as a literate repository.", "",
-             "## Use", "", "```python", "from diffusers import PRXPixelPipeline", use, "```", "",
+             "## Use", "", "```python", f"from diffusers import {cls}", use, "```", "",
              "diffusers 0.42.1 builds the guidance timestep for one prompt, so call the pipeline one prompt at a time (prx-nb's `load_pipeline` "
              "fixes batches). `sampling.json` holds the settings the model was judged with.", "",
              "## Training data", "", *data, "",
-             "## Recipe", "", f"Preset `{m.get('preset', cfg.get('preset', '?'))}`: flow matching in x-prediction form, EMA weights, "
+             "## Recipe", "", f"Preset `{m.get('preset', cfg.get('preset', '?'))}`: flow matching in {pred} form, EMA weights, "
              f"text encoder `{cfg.get('text', {}).get('encoder', '?')}`, trained on {m.get('device', '?')} with torch {m.get('torch', '?')}. "
              "The resolved config:", "", "```yaml", yaml.safe_dump(cfg, sort_keys=False).strip() if cfg else "(no metrics.jsonl next to the pipeline)", "```", "",
              "## Results", "", *(_metrics_rows(m) if m else ["Not evaluated: no metrics.json next to the pipeline."]), "",

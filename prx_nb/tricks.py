@@ -22,7 +22,8 @@ __all__ = ['TRICKS_DEFAULTS', 'LORA_TARGETS', 'DenoiserEMA', 'drop_captions', 'T
 # %% ../nbs/03_tricks.ipynb #081dc1c1
 def _sharded(p)->bool:
     "Is `p` a DTensor (a parameter sharded by FSDP2)?"
-    return type(p).__name__ == "DTensor"
+    from torch.distributed.tensor import DTensor
+    return isinstance(p, DTensor)
 
 class DenoiserEMA:
     "EMA of a denoiser's weights, updated every `every` steps, with a model copy to sample from; FSDP2 shards stay sharded."
