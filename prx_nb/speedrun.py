@@ -41,14 +41,14 @@ BASE_CONFIG = {
              "max_tokens": 32, "word_dim": 128, "word_layers": 2},
     "flow": {"shift": 3.0, "noise_scale": 1.0, "uniform_frac": 0.1, "loss_t_min": 0.3, "prediction": "auto"},  # auto: x in pixels, velocity in latents
     "train": {"batch_size": 128, "lr": 2e-3, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.0, "warmup_steps": 200,
-              "grad_clip": 1.0, "max_steps": None, "max_minutes": 20.0, "mixed_precision": "bf16", "compile": True, "attention": "auto", "seed": 0,
+              "grad_clip": 1.0, "max_steps": None, "max_minutes": 22.0, "mixed_precision": "bf16", "compile": True, "attention": "auto", "seed": 0,
               "log_every": 50, "checkpoint_every": 2000, "keep_checkpoints": 2, "num_workers": 0, "tensorboard": "auto", "wandb": None,
               "ema_decay": 0.998, "ema_every": 1, "caption_dropout": 0.1, "cooldown": 0.2, "optimizer": "adamw", "muon_lr": None,
               "global_batch": None, "max_bad_steps": 20, "gradient_checkpointing": False, "gpu_hour_usd": 2.0, "images_per_s_per_device": None},
-    "eval": {"every": 2000, "n_per_task": 20, "final_n_per_task": 50, "steps": 20, "guidance_scale": 3.0, "seed": 1234, "guidance": "cfg",
+    "eval": {"every": 2000, "n_per_task": 20, "final_n_per_task": 50, "steps": 40, "guidance_scale": 3.0, "seed": 1234, "guidance": "cfg",
              "metrics": ["shapes", "fid-shapes", "cmmd-shapes"], "teacher": None},  # teacher: Shapes feature net (None: built once in the cache)
     "lora": {"rank": 0, "alpha": 16, "dropout": 0.0, "groups": ["attention", "mlp"]},  # rank > 0: train LoRA adapters only (tricks chapter)
-    "tricks": {**TRICKS_DEFAULTS, "repa_layer": 1},  # shapes-cpu has 4 blocks: align the 2nd, as PRX aligns the 8th of 16
+    "tricks": {**TRICKS_DEFAULTS, "repa_layer": 2},  # shapes-cpu has 6 blocks: align the 3rd, as PRX aligns the 8th of 16
 }
 
 # %% ../nbs/04_speedrun.ipynb #4b7546b7
