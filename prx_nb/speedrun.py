@@ -46,6 +46,7 @@ BASE_CONFIG = {
               "ema_decay": 0.998, "ema_every": 1, "caption_dropout": 0.1, "cooldown": 0.2, "optimizer": "adamw", "muon_lr": None,
               "global_batch": None, "max_bad_steps": 20, "gradient_checkpointing": False, "gpu_hour_usd": 2.0, "images_per_s_per_device": None},
     "eval": {"every": 2000, "n_per_task": 20, "final_n_per_task": 50, "steps": 40, "guidance_scale": 3.0, "seed": 1234, "guidance": "cfg",
+             "shift": None,  # the sampler's timestep shift, written into the saved scheduler (None: flow.shift, the training shift)
              "metrics": ["shapes", "fid-shapes", "cmmd-shapes"], "teacher": None},  # teacher: Shapes feature net (None: built once in the cache)
     "lora": {"rank": 0, "alpha": 16, "dropout": 0.0, "groups": ["attention", "mlp"]},  # rank > 0: train LoRA adapters only (tricks chapter)
     "tricks": {**TRICKS_DEFAULTS, "repa_layer": 2},  # shapes-cpu has 6 blocks: align the 3rd, as PRX aligns the 8th of 16
@@ -81,11 +82,14 @@ def _nest(key:str, value)->dict:
 
 # %% ../nbs/04_speedrun.ipynb #b4c8eb28
 PRESETS = {
-    "shapes-cpu": {"train": {"optimizer": "muon", "muon_lr": 4e-3}},  # Muon on the blocks' matrices: more per CPU-minute than AdamW (see below)
+    "shapes-cpu": {"data": {"proportions": {"single": 0.2, "count": 0.4, "relation": 0.4},  # more of the multi-object scenes (see below)
+                            "caption_columns": {"caption": 0.75, "paraphrases": 0.25}},  # the canonical wording more often than PRX's 50/50
+                   "train": {"optimizer": "muon", "muon_lr": 4e-3, "cooldown": 0.3},  # Muon on the blocks' matrices (see below)
+                   "eval": {"shift": 1.0, "every": 3000}},  # trained at shift 3, sampled at shift 1 (see below)
     "shapes-tiny": {"model": {"preset": "shapes-tiny"}, "data": {"n": 256},
                     "train": {"batch_size": 16, "max_steps": 30, "max_minutes": 5.0, "compile": False, "warmup_steps": 5, "log_every": 5,
                               "checkpoint_every": 20, "ema_decay": 0.9},
-                    "eval": {"every": 20, "n_per_task": 2, "final_n_per_task": 2, "steps": 4, "metrics": ["shapes"]}},
+                    "eval": {"every": 20, "n_per_task": 2, "final_n_per_task": 2, "steps": 4, "shift": 1.0, "metrics": ["shapes"]}},
     # the two-stage schedule in miniature: stage 1 is shapes-cpu at 32 px; stage 2 doubles the side from its weights (REPA off, as PRX)
     "shapes-cpu-stage2": {"data": {"size": 64}, "text": {"encoder": "init"}, "tricks": {"repa": 0.0},  # set model.init=<stage 1>/pipeline
                           "train": {"max_minutes": 6.0, "warmup_steps": 100, "lr": 1e-3, "cooldown": 0.2}},
@@ -232,7 +236,9 @@ def start_wandb(project:str, out, cfg:dict):
     if not idf.exists(): idf.write_text(wandb.util.generate_id())
     return wandb.init(project=project, id=idf.read_text().strip(), resume="allow", name=Path(out).name, dir=str(out), config=cfg)
 
-def _sampling(cfg): e = cfg["eval"]; return dict(size=cfg["data"]["size"], steps=e["steps"], guidance_scale=e["guidance_scale"])
+def _sampling(cfg):
+    "The settings a run's pipeline samples with: size, steps, guidance and the scheduler's shift."
+    e = cfg["eval"]; return dict(size=cfg["data"]["size"], steps=e["steps"], guidance_scale=e["guidance_scale"], shift=e["shift"] or cfg["flow"]["shift"])
 
 IN_LOOP_METRICS = ("shapes", "fid-shapes", "cmmd-shapes")
 
@@ -383,7 +389,7 @@ def train(cfg:dict, # a config from `load_config`
     bar = tqdm(total=None if max_steps == float("inf") else int(max_steps), initial=step, disable=not (progress and acc.is_main_process),
                unit="step", dynamic_ncols=True)
     gen = torch.Generator(device=acc.device)
-    pipe = build_pipeline(ema.model, tower, cfg["data"]["size"], F["shift"], F["noise_scale"], vae) if ema.model is not None else None
+    pipe = build_pipeline(ema.model, tower, cfg["data"]["size"], _sampling(cfg)["shift"], F["noise_scale"], vae) if ema.model is not None else None
     t_rate, n_rate, loss_acc, n_loss, done, ips, loss = 0.0, 0, 0.0, 0, step >= max_steps, 0.0, torch.tensor(float("nan"))
     part_acc, bad_run, acc_dt = {}, 0, 0.0
     stop, old = [0], {}  # SIGTERM/SIGINT: checkpoint at the next step boundary, then exit cleanly
@@ -462,7 +468,7 @@ def train(cfg:dict, # a config from `load_config`
     avg = None if stop[0] else ema.averaged()  # under FSDP2 every rank takes part in gathering the averaged weights
     if acc.is_main_process and not stop[0]:
         if lora is not None: save_lora(avg, out / "lora", lora); avg = merge_lora(copy.deepcopy(avg))  # the adapter, and a merged artifact
-        save_pipeline(build_pipeline(avg, tower, cfg["data"]["size"], F["shift"], F["noise_scale"], vae), out / "pipeline", _sampling(cfg))
+        save_pipeline(build_pipeline(avg, tower, cfg["data"]["size"], _sampling(cfg)["shift"], F["noise_scale"], vae), out / "pipeline", _sampling(cfg))
         _log(logf, dict(event="end", **summary))
     if tb: tb.close()
     if wb: wb.finish()
@@ -526,7 +532,7 @@ def write_report(out, metrics:dict):
              "| steps | images seen | train minutes | images/s | parameters | final loss |", "|---|---|---|---|---|---|",
              f"| {metrics['steps']} | {metrics['images_seen']} | {metrics['train_minutes']:.1f} | {metrics['images_per_s']:.0f} | "
              f"{metrics['params'] / 1e6:.2f}M | {metrics['final_loss']:.4f} |", "",
-             f"ShapesEval ({s['n']} prompts; {metrics['sampling']['steps']} Euler steps, guidance {metrics['sampling']['guidance_scale']}, "
+             f"ShapesEval ({s['n']} prompts; {metrics['sampling']['steps']} Euler steps at shift {metrics['sampling'].get('shift', '?')}, guidance {metrics['sampling']['guidance_scale']}, "
              f"{metrics['sampling']['size']}px, EMA weights):", "",
              "| single | count | relation | **overall** | novel (held-out pairs) |", "|---|---|---|---|---|",
              f"| {s['single']:.3f} | {s['count']:.3f} | {s['relation']:.3f} | **{s['overall']:.3f}** | {s['novel']:.3f} |", "",
@@ -557,7 +563,7 @@ def speedrun(cfg:dict, out, progress:bool=True)->dict:
     imgs = generate(pipe, GRID_PROMPTS, list(range(len(GRID_PROMPTS))), sampling["size"], sampling["steps"], sampling["guidance_scale"])
     sample_grid(imgs, GRID_PROMPTS, path=out / "samples.png")
     metrics = dict(preset=cfg["preset"], shapes=res, novel=res["novel"], overall=res["overall"], **dist, **summary,
-                   sampling={k: sampling[k] for k in ("size", "steps", "guidance_scale")}, text_encoder=cfg["text"]["encoder"],
+                   sampling={k: sampling[k] for k in ("size", "steps", "guidance_scale", "shift") if k in sampling}, text_encoder=cfg["text"]["encoder"],
                    wall_minutes=(time.time() - t0) / 60, device=str(pipe.device), torch=torch.__version__, threads=torch.get_num_threads())
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1)); write_report(out, metrics)
     return metrics
@@ -670,7 +676,7 @@ def model_card(pipeline, # a saved PRXPixelPipeline folder (DIR/pipeline of a ru
              f"text encoder `{cfg.get('text', {}).get('encoder', '?')}`, trained on {m.get('device', '?')} with torch {m.get('torch', '?')}. "
              "The resolved config:", "", "```yaml", yaml.safe_dump(cfg, sort_keys=False).strip() if cfg else "(no metrics.jsonl next to the pipeline)", "```", "",
              "## Results", "", *(_metrics_rows(m) if m else ["Not evaluated: no metrics.json next to the pipeline."]), "",
-             *([f"ShapesEval with {s.get('steps')} Euler steps, guidance {s.get('guidance_scale')}, {s.get('size')} px; "
+             *([f"ShapesEval with {s.get('steps')} Euler steps at shift {s.get('shift', '?')}, guidance {s.get('guidance_scale')}, {s.get('size')} px; "
                 f"{m.get('shapes', {}).get('n')} prompts. Samples over canonical prompts:", "", "![samples](samples.png)", ""] if m else []),
              "## License", "", "Apache-2.0 for the weights and code of prx-nb. The text encoder keeps its own license "
              f"(`{cfg.get('text', {}).get('encoder', '?')}`; all-MiniLM-L6-v2 is Apache-2.0), and the training data its own (see above).", "",
