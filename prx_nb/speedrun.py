@@ -238,7 +238,8 @@ def start_wandb(project:str, out, cfg:dict):
 
 def _sampling(cfg):
     "The settings a run's pipeline samples with: size, steps, guidance and the scheduler's shift."
-    e = cfg["eval"]; return dict(size=cfg["data"]["size"], steps=e["steps"], guidance_scale=e["guidance_scale"], shift=e["shift"] or cfg["flow"]["shift"])
+    e = cfg["eval"]
+    return dict(size=cfg["data"]["size"], steps=e["steps"], guidance_scale=e["guidance_scale"], shift=e["shift"] or cfg["flow"]["shift"])
 
 IN_LOOP_METRICS = ("shapes", "fid-shapes", "cmmd-shapes")
 
@@ -532,7 +533,8 @@ def write_report(out, metrics:dict):
              "| steps | images seen | train minutes | images/s | parameters | final loss |", "|---|---|---|---|---|---|",
              f"| {metrics['steps']} | {metrics['images_seen']} | {metrics['train_minutes']:.1f} | {metrics['images_per_s']:.0f} | "
              f"{metrics['params'] / 1e6:.2f}M | {metrics['final_loss']:.4f} |", "",
-             f"ShapesEval ({s['n']} prompts; {metrics['sampling']['steps']} Euler steps at shift {metrics['sampling'].get('shift', '?')}, guidance {metrics['sampling']['guidance_scale']}, "
+             f"ShapesEval ({s['n']} prompts; {metrics['sampling']['steps']} Euler steps at shift {metrics['sampling'].get('shift', '?')}, "
+             f"guidance {metrics['sampling']['guidance_scale']}, "
              f"{metrics['sampling']['size']}px, EMA weights):", "",
              "| single | count | relation | **overall** | novel (held-out pairs) |", "|---|---|---|---|---|",
              f"| {s['single']:.3f} | {s['count']:.3f} | {s['relation']:.3f} | **{s['overall']:.3f}** | {s['novel']:.3f} |", "",
