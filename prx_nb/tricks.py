@@ -16,8 +16,8 @@ from diffusers.training_utils import EMAModel
 # %% auto #0
 __all__ = ['TRICKS_DEFAULTS', 'LORA_TARGETS', 'DenoiserEMA', 'drop_captions', 'TREAD', 'TreadGuidance', 'BlockTap',
            'VisionTeacher', 'REPA', 'shapes_label_map', 'train_shapes_teacher', 'LPIPSLoss', 'DINOPerceptualLoss',
-           'contrastive_fm_loss', 'make_optimizers', 'Tricks', 'lora_target_modules', 'add_lora', 'save_lora',
-           'load_lora', 'merge_lora']
+           'contrastive_fm_loss', 'muon_lr', 'GroupedMuon', 'make_optimizers', 'Tricks', 'lora_target_modules',
+           'add_lora', 'save_lora', 'load_lora', 'merge_lora']
 
 # %% ../nbs/03_tricks.ipynb #081dc1c1
 def _sharded(p)->bool:
@@ -298,6 +298,53 @@ def contrastive_fm_loss(x0_hat, x0, x_t, t, lam:float=0.05, t_min:float=0.05)->t
     neg = v.roll(1, 0)  # the batch shifted by one: a different image and caption
     return ((v_hat - v) ** 2).flatten(1).mean(1) - lam * ((v_hat - neg) ** 2).flatten(1).mean(1)
 
+# %% ../nbs/03_tricks.ipynb #5a86fdcd
+def _newton_schulz(G:torch.Tensor, a:float, b:float, c:float, steps:int, eps:float)->torch.Tensor:
+    "Orthogonalise a stack of matrices (..., m, n) with `steps` quintic Newton-Schulz iterations in bf16, as torch's Muon does one matrix."
+    X = G.bfloat16(); tall = G.size(-2) > G.size(-1)
+    if tall: X = X.mT  # iterate on the wide side: the Gram matrix is the smaller one
+    X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)  # spectral norm at most 1
+    for _ in range(steps):
+        A = X @ X.mT; X = torch.baddbmm(X, torch.baddbmm(A, A, A, beta=b, alpha=c), X, beta=a)
+    return (X.mT if tall else X).to(G.dtype)
+
+def muon_lr(lr:float, adjust:str|None, shape)->float:
+    "The learning rate torch's Muon applies to a matrix of `shape` under `adjust_lr_fn`."
+    A, B = shape[:2]
+    if adjust in (None, "original"): return lr * math.sqrt(max(1, A / B))
+    if adjust == "match_rms_adamw": return lr * 0.2 * math.sqrt(max(A, B))
+    if adjust == "spectral_unclamped": return lr * math.sqrt(A / B)
+    raise ValueError(f"adjust_lr_fn={adjust!r}; choose None, 'original', 'match_rms_adamw' or 'spectral_unclamped'")
+
+class GroupedMuon(torch.optim.Muon):
+    "torch's Muon, stepping all matrices of one shape together: batched Newton-Schulz, one compiled kernel per shape."
+    def __init__(self, params, compile:bool=False, # compile the Newton-Schulz iterations (once per matrix shape)
+                 **kwargs): # torch.optim.Muon's arguments
+        super().__init__(params, **kwargs)
+        self._ns = torch.compile(_newton_schulz, dynamic=False) if compile else _newton_schulz
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        "One Muon step: momentum, (Nesterov) look-ahead, orthogonalisation and update, a stack of same-shaped matrices at a time."
+        loss = None
+        if closure is not None:
+            with torch.enable_grad(): loss = closure()
+        for g in self.param_groups:
+            shapes = {}
+            for p in g["params"]:
+                if p.grad is None: continue
+                if p.grad.is_sparse or p.grad.is_complex(): raise ValueError("GroupedMuon takes dense real 2-D gradients")
+                st = self.state[p]
+                if "momentum_buffer" not in st: st["momentum_buffer"] = torch.zeros_like(p.grad)
+                shapes.setdefault(tuple(p.shape), []).append(p)
+            for shape, ps in shapes.items():
+                G, bufs = torch.stack([p.grad for p in ps]), [self.state[p]["momentum_buffer"] for p in ps]
+                M = torch.stack(bufs).lerp_(G, 1 - g["momentum"]); torch._foreach_copy_(bufs, list(M.unbind(0)))
+                U = self._ns(G.lerp_(M, g["momentum"]) if g["nesterov"] else M, *g["ns_coefficients"], g["ns_steps"], g["eps"])
+                if g["weight_decay"]: torch._foreach_mul_(ps, 1 - g["lr"] * g["weight_decay"])
+                torch._foreach_add_(ps, list(U.unbind(0)), alpha=-muon_lr(g["lr"], g["adjust_lr_fn"], shape))
+        return loss
+
 # %% ../nbs/03_tricks.ipynb #71622caf
 def make_optimizers(model:nn.Module, # the denoiser
                     T:dict, # the config's `train` section
@@ -311,8 +358,8 @@ def make_optimizers(model:nn.Module, # the denoiser
     if T["optimizer"] != "muon": raise ValueError(f"train.optimizer={T['optimizer']!r}; choose 'adamw' or 'muon'")
     mu = [p for n, p in trainable if p.ndim == 2 and n.startswith("blocks.")]
     ids = {id(p) for p in mu}; rest += [p for _, p in trainable if id(p) not in ids]
-    return [torch.optim.Muon(mu, lr=T["muon_lr"] or T["lr"], weight_decay=T["weight_decay"], momentum=0.95, nesterov=True, ns_steps=5,
-                             adjust_lr_fn="match_rms_adamw"), adam(rest)]
+    return [GroupedMuon(mu, lr=T["muon_lr"] or T["lr"], weight_decay=T["weight_decay"], momentum=0.95, nesterov=True, ns_steps=5,
+                        adjust_lr_fn="match_rms_adamw", compile=bool(T.get("compile"))), adam(rest)]
 
 # %% ../nbs/03_tricks.ipynb #ad0e1f33
 TRICKS_DEFAULTS = {"tread": 0.0, "tread_start": 1, "tread_end": None, "repa": 0.0, "repa_layer": 7, "repa_until": 1.0, "repa_spatial_norm": False,
