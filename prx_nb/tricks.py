@@ -309,12 +309,11 @@ def _newton_schulz(G:torch.Tensor, a:float, b:float, c:float, steps:int, eps:flo
     return (X.mT if tall else X).to(G.dtype)
 
 def muon_lr(lr:float, adjust:str|None, shape)->float:
-    "The learning rate torch's Muon applies to a matrix of `shape` under `adjust_lr_fn`."
-    A, B = shape[:2]
-    if adjust in (None, "original"): return lr * math.sqrt(max(1, A / B))
-    if adjust == "match_rms_adamw": return lr * 0.2 * math.sqrt(max(A, B))
-    if adjust == "spectral_unclamped": return lr * math.sqrt(A / B)
-    raise ValueError(f"adjust_lr_fn={adjust!r}; choose None, 'original', 'match_rms_adamw' or 'spectral_unclamped'")
+    "The learning rate torch's Muon applies to a matrix of `shape` under `adjust_lr_fn` (torch's own rule)."
+    from torch.optim._muon import _adjust_lr
+    if adjust not in (None, "original", "match_rms_adamw", "spectral_unclamped"):
+        raise ValueError(f"adjust_lr_fn={adjust!r}; choose None, 'original', 'match_rms_adamw' or 'spectral_unclamped'")
+    return _adjust_lr(lr, adjust, torch.Size(shape))
 
 class GroupedMuon(torch.optim.Muon):
     "torch's Muon, stepping all matrices of one shape together: batched Newton-Schulz, one compiled kernel per shape."
