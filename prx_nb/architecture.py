@@ -206,13 +206,16 @@ def build_pipeline(transformer:PRXTransformer2DModel, tower:TextTower, size:int,
     return fix_batched_cfg(pipe)
 
 @torch.no_grad()
-def generate(pipe, prompts:list[str], seeds:list[int], size:int, steps:int=20, guidance_scale:float=3.0, autocast:bool=True)->list:
+def generate(pipe, prompts:list[str], seeds:list[int], size:int, steps:int=20, guidance_scale:float=3.0, autocast:bool=True,
+             callback=None, # fn(pipe, step, timestep, {"latents": ...}) after every step: diffusers' `callback_on_step_end`
+            )->list:
     "uint8 images for `prompts`, one seeded noise per prompt."
     dev, vae = pipe.transformer.device, getattr(pipe, "vae", None); n = size // (pipe.vae_scale_factor if vae is not None else 1)
     noise = torch.stack([torch.randn(pipe.transformer.config.in_channels, n, n, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
         x = pipe(list(prompts), height=size, width=size, num_inference_steps=steps, guidance_scale=guidance_scale,
-                 latents=noise.to(dev) * getattr(pipe.config, "noise_scale", 1.0), use_resolution_binning=False, output_type="pt").images
+                 latents=noise.to(dev) * getattr(pipe.config, "noise_scale", 1.0), use_resolution_binning=False, output_type="pt",
+                 **(dict(callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"]) if callback else {})).images
     x = x.float() * 2 - 1 if vae is not None else x.float()  # a VAE's decoded images come back in [0, 1], pixel-space ones in [-1, 1]
     return [((im.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy() for im in x]
 

@@ -18,13 +18,14 @@ from scipy import ndimage
 from .data import (BACKGROUNDS, COLORS, SHAPES, POSITIONS, NUMBERS, RELATIONS, HELD_OUT, KINDS,
                          sample_scene, canonical_caption, render, seen_pairs, cell_of, fill_class)
 from .tricks import VisionTeacher, train_shapes_teacher
+from .architecture import generate
 
 # %% auto #0
 __all__ = ['METRICS', 'parse_prompt', 'label_pixels', 'find_objects', 'judge', 'shapes_eval_prompts', 'score_images',
-           'shapes_eval', 'to_uint8', 'frechet_distance', 'mmd', 'fingerprint', 'InceptionFeatures', 'VisionFeatures',
-           'CLIPFeatures', 'fid', 'cmmd', 'clip_score', 'cache_dir', 'shapes_features', 'reference_features',
-           'shapes_distances', 'evaluate', 'read_log', 'run_records', 'save_eval_images', 'plot_metrics',
-           'progress_grid', 'plot_ablation']
+           'shapes_eval', 'shapes_eval_from', 'to_uint8', 'frechet_distance', 'mmd', 'fingerprint', 'InceptionFeatures',
+           'VisionFeatures', 'CLIPFeatures', 'fid', 'cmmd', 'clip_score', 'cache_dir', 'shapes_features',
+           'reference_features', 'shapes_distances', 'evaluate', 'read_log', 'run_records', 'save_eval_images',
+           'plot_metrics', 'progress_grid', 'plot_ablation']
 
 # %% ../nbs/05_eval.ipynb #e5f96b06
 _C, _S, _B = "|".join(COLORS), "|".join(SHAPES), "|".join(BACKGROUNDS)
@@ -130,6 +131,31 @@ def shapes_eval(generate, # fn(prompts, seeds) -> list of images
     for i in range(0, len(items), batch_size):
         chunk = items[i:i + batch_size]
         images += list(generate([c["prompt"] for c in chunk], [seed + i + j for j in range(len(chunk))]))
+    return score_images(items, images), images
+
+# %% ../nbs/05_eval.ipynb #f3a1c002
+def shapes_eval_from(pipe, # a pixel-space PRX pipeline (`build_pipeline`, `load_pipeline`)
+                     tau:float, # noise level in [0, 1] at which each sample is put back on its noised reference scene
+                     n_per_task:int=50, # prompts per task
+                     S:int=32, # image side
+                     seed:int=1234, # benchmark seed (the noise of prompt i is seed + i, as `shapes_eval`)
+                     steps:int=40, guidance_scale:float=3.0, # sampling settings
+                     batch_size:int=60, # prompts per call
+                    )->tuple[dict, list]: # (scores, images)
+    "ShapesEval when every sample is reset, at noise level `tau`, to its reference scene noised there, and finished by the model."
+    if getattr(pipe, "vae", None) is not None: raise ValueError("shapes_eval_from resets pixels: pass a pixel-space PRXPixelPipeline, not a latent PRXPipeline")
+    items, images, ns = shapes_eval_prompts(n_per_task, S, seed), [], getattr(pipe.config, "noise_scale", 1.0)
+    for i in range(0, len(items), batch_size):
+        chunk, seeds = items[i:i + batch_size], [seed + i + j for j in range(len(items[i:i + batch_size]))]
+        x0 = torch.stack([torch.from_numpy(render(it["scene"], S)).permute(2, 0, 1).float() / 127.5 - 1 for it in chunk])
+        eps = torch.stack([torch.randn(3, S, S, generator=torch.Generator().manual_seed(s)) for s in seeds]) * ns
+        done = []
+        def reset(p, k, t, kw):
+            sig = float(p.scheduler.sigmas[k + 1])  # the noise level the step just reached
+            if not done and float(p.scheduler.sigmas[0]) <= tau: done.append(None)  # the start is the reference at full noise
+            if not done and sig <= tau: done.append(kw["latents"].copy_(((1 - sig) * x0 + sig * eps).to(kw["latents"])))
+            return kw
+        images += generate(pipe, [c["prompt"] for c in chunk], seeds, S, steps, guidance_scale, callback=reset)
     return score_images(items, images), images
 
 # %% ../nbs/05_eval.ipynb #5e2f7a05

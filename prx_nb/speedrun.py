@@ -85,7 +85,8 @@ PRESETS = {
     "shapes-cpu": {"data": {"proportions": {"single": 0.2, "count": 0.4, "relation": 0.4},  # more of the multi-object scenes (see below)
                             "caption_columns": {"caption": 0.75, "paraphrases": 0.25}},  # the canonical wording more often than PRX's 50/50
                    "train": {"optimizer": "muon", "muon_lr": 4e-3, "cooldown": 0.3, "max_minutes": 25.0},  # Muon on the blocks' matrices (see below)
-                   "eval": {"shift": 1.0, "every": 4000}},  # trained at shift 3, sampled at shift 1 (see below)
+                   "flow": {"shift": 1.0},  # timesteps not pushed toward noise: the low-noise finish gets its share (see below)
+                   "eval": {"every": 4000}},
     "shapes-tiny": {"model": {"preset": "shapes-tiny"}, "data": {"n": 256},
                     "train": {"batch_size": 16, "max_steps": 30, "max_minutes": 5.0, "compile": False, "warmup_steps": 5, "log_every": 5,
                               "checkpoint_every": 20, "ema_decay": 0.9},
