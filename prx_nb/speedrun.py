@@ -81,9 +81,10 @@ def _nest(key:str, value)->dict:
     return value
 
 # %% ../nbs/04_speedrun.ipynb #b4c8eb28
+_SHAPES_CPU = {"proportions": {"single": 0.2, "count": 0.4, "relation": 0.4},  # more of the multi-object scenes (see below)
+               "caption_columns": {"caption": 0.75, "paraphrases": 0.25}}  # the canonical wording more often than PRX's 50/50
 PRESETS = {
-    "shapes-cpu": {"data": {"proportions": {"single": 0.2, "count": 0.4, "relation": 0.4},  # more of the multi-object scenes (see below)
-                            "caption_columns": {"caption": 0.75, "paraphrases": 0.25}},  # the canonical wording more often than PRX's 50/50
+    "shapes-cpu": {"data": _SHAPES_CPU,
                    "train": {"optimizer": "muon", "muon_lr": 4e-3, "cooldown": 0.3, "max_minutes": 25.0},  # Muon on the blocks' matrices (see below)
                    "flow": {"shift": 1.0},  # timesteps not pushed toward noise: the low-noise finish gets its share (see below)
                    "eval": {"every": 4000}},
@@ -91,8 +92,10 @@ PRESETS = {
                     "train": {"batch_size": 16, "max_steps": 30, "max_minutes": 5.0, "compile": False, "warmup_steps": 5, "log_every": 5,
                               "checkpoint_every": 20, "ema_decay": 0.9},
                     "eval": {"every": 20, "n_per_task": 2, "final_n_per_task": 2, "steps": 4, "shift": 1.0, "metrics": ["shapes"]}},
-    # the two-stage schedule in miniature: stage 1 is shapes-cpu at 32 px; stage 2 doubles the side from its weights (REPA off, as PRX)
-    "shapes-cpu-stage2": {"data": {"size": 64}, "text": {"encoder": "init"}, "tricks": {"repa": 0.0},  # set model.init=<stage 1>/pipeline
+    # the two-stage schedule in miniature: stage 1 is shapes-cpu at 32 px; stage 2 doubles the side from its weights (REPA off, as PRX),
+    # with stage 1's data mix, a shift for its four times as many pixels (see the speedrun chapter), and AdamW at half the base LR
+    "shapes-cpu-stage2": {"data": {**_SHAPES_CPU, "size": 64}, "text": {"encoder": "init"}, "tricks": {"repa": 0.0},  # set model.init=<stage 1>/pipeline
+                          "flow": {"shift": 2.0},
                           "train": {"max_minutes": 6.0, "warmup_steps": 100, "lr": 1e-3, "cooldown": 0.2}},
     # PRX's 24-hour speedrun (Photoroom's blog, Part 3, and the Photoroom/PRX repo at 1a052fd, marked "repo"), stage 1.
     "prx-24h-512": {
