@@ -59,7 +59,7 @@ def _merge(base:dict, upd:dict, path="")->dict:
     for k, v in upd.items():
         if k not in out and not (path == "model." and k in _model_keys()):
             raise KeyError(f"unknown config key {path + k!r}; valid keys here: {', '.join(sorted(out) if path != 'model.' else sorted(set(out) | _model_keys()))}")
-        out[k] = _merge(out[k], v, f"{path}{k}.") if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("proportions", "caption_columns") else v
+        out[k] = _merge(out[k], v, f"{path}{k}.") if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("proportions", "caption_columns") else copy.deepcopy(v)
     return out
 
 def _model_keys():
