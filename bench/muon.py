@@ -11,9 +11,9 @@ import argparse, json, sys, time
 from pathlib import Path
 
 import torch
-import prx_nb.tricks as tricks
+import prx_nb.optim as optim
 from prx_nb.architecture import build_denoiser
-from prx_nb.speedrun import load_config
+from prx_nb.config import load_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 from train_step import loop_rate
@@ -35,23 +35,23 @@ def main():
     ap.add_argument("--preset", default="shapes-cpu"); ap.add_argument("--loop-steps", type=int, default=150)
     ap.add_argument("--out", help="write the table as JSON here")
     a = ap.parse_args()
-    cfg = load_config(a.preset); T = cfg["train"]
-    torch.manual_seed(0); model = build_denoiser(cfg["model"]["preset"])
+    cfg = load_config(a.preset); T = cfg.train
+    torch.manual_seed(0); model = build_denoiser(cfg.model.preset)
     mats = [p for n, p in model.named_parameters() if p.ndim == 2 and n.startswith("blocks.")]
     for p in mats: p.grad = torch.randn_like(p)
-    kw = dict(lr=T["muon_lr"] or T["lr"], momentum=0.95, nesterov=True, ns_steps=5, adjust_lr_fn="match_rms_adamw")
+    kw = dict(lr=T.muon_lr or T.lr, momentum=0.95, nesterov=True, ns_steps=5, adjust_lr_fn="match_rms_adamw")
     rows = [dict(what="torch.optim.Muon step", ms=step_ms(torch.optim.Muon(mats, **kw))),
-            dict(what="GroupedMuon step, eager", ms=step_ms(tricks.GroupedMuon(mats, **kw))),
-            dict(what="GroupedMuon step, compiled", ms=step_ms(tricks.GroupedMuon(mats, compile=True, **kw)))]
-    grouped = tricks.GroupedMuon
-    tricks.GroupedMuon = lambda ps, compile=False, **k: torch.optim.Muon(ps, **k)  # make_optimizers builds torch's Muon
-    try: rows.append(dict(what="training loop, torch.optim.Muon", images_per_s=loop_rate(a.preset, T["batch_size"], a.loop_steps)))
-    finally: tricks.GroupedMuon = grouped
-    rows.append(dict(what="training loop, GroupedMuon (prx-nb)", images_per_s=loop_rate(a.preset, T["batch_size"], a.loop_steps)))
+            dict(what="GroupedMuon step, eager", ms=step_ms(optim.GroupedMuon(mats, **kw))),
+            dict(what="GroupedMuon step, compiled", ms=step_ms(optim.GroupedMuon(mats, compile=True, **kw)))]
+    grouped = optim.GroupedMuon
+    optim.GroupedMuon = lambda ps, compile=False, **k: torch.optim.Muon(ps, **k)  # make_optimizers builds torch's Muon
+    try: rows.append(dict(what="training loop, torch.optim.Muon", images_per_s=loop_rate(a.preset, T.batch_size, a.loop_steps)))
+    finally: optim.GroupedMuon = grouped
+    rows.append(dict(what="training loop, GroupedMuon (prx-nb)", images_per_s=loop_rate(a.preset, T.batch_size, a.loop_steps)))
     for r in rows:
-        if "images_per_s" in r: r["ms_per_step"] = 1e3 * T["batch_size"] / r["images_per_s"]
+        if "images_per_s" in r: r["ms_per_step"] = 1e3 * T.batch_size / r["images_per_s"]
     n_shapes = len({tuple(p.shape) for p in mats})
-    print(f"{a.preset}: {len(mats)} Muon matrices in {n_shapes} shapes, batch {T['batch_size']}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"{a.preset}: {len(mats)} Muon matrices in {n_shapes} shapes, batch {T.batch_size}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print("| what | optimizer ms/step | loop ms/step | images/s |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['what']} | {r['ms']:.1f} |  |  |" if "ms" in r else f"| {r['what']} |  | {r['ms_per_step']:.1f} | {r['images_per_s']:.0f} |")
@@ -59,7 +59,7 @@ def main():
     print(f"training loop speed-up: {lo:.2f}x")
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(dict(preset=a.preset, matrices=len(mats), shapes=n_shapes, batch_size=T["batch_size"], threads=torch.get_num_threads(),
+        Path(a.out).write_text(json.dumps(dict(preset=a.preset, matrices=len(mats), shapes=n_shapes, batch_size=T.batch_size, threads=torch.get_num_threads(),
                                                torch=torch.__version__, rows=rows, loop_speedup=lo), indent=1))
 
 

@@ -7,7 +7,8 @@ the text tower included), the ShapesEval scores, and ShapesEval overall per wall
 """
 import argparse, json, time
 from pathlib import Path
-from prx_nb.speedrun import load_config, speedrun
+from prx_nb.config import load_config
+from prx_nb.speedrun import speedrun
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(); ap.add_argument("--minutes", type=float, default=8.0); ap.add_argument("--out", default="runs/towers")

@@ -6,8 +6,11 @@
 MFU = model FLOPs per step / step time / peak, where the peak is a large bf16 (and fp32) matmul timed here, in this process,
 on this machine. Model FLOPs count the useful work only (text at its real, trimmed length), so a step that wastes time on
 padding gets a lower MFU. The ladder starts from a reference-style step (text encoded every step, padded to 256 tokens, a
-dense attention mask materialised in every block, eager mode) and adds one fast path per row; the last row is the step
-`prx-nb train` runs. A separate row times the data loader against the compute of one step.
+dense attention mask materialised in every block, eager mode) and adds one fast path per row. Every row calls prx-nb's own
+`prx_nb.flow.train_step` (the step `prx-nb train` runs), so the rows differ only in what the step is given: the reference
+rows are deliberately handed a text encoder that runs every step, text padded to 256 tokens and a dense mask (the
+reference code's habits), the last row the cached, trimmed text table, the device's attention backend and torch.compile,
+as `prx-nb train` does. A separate row times the data loader against the compute of one step, and another the whole loop.
 """
 import argparse, json, tempfile, time
 from contextlib import contextmanager
@@ -15,9 +18,11 @@ from pathlib import Path
 
 import torch
 import diffusers.models.transformers.transformer_prx as prx_mod
-from prx_nb.architecture import build_denoiser, set_attention, flops_per_image, TextTower, sample_timesteps, add_noise, x_pred_loss
-from prx_nb.speedrun import load_config
+from prx_nb.architecture import build_denoiser, set_attention, flops_per_image, TextTower
+from prx_nb.config import TricksConfig, load_config
 from prx_nb.data import shapes_example
+from prx_nb.flow import train_step
+from prx_nb.tricks import Tricks
 
 
 def matmul_peak(dtype, n:int=4096, device="cpu", reps:int=5)->float:
@@ -78,32 +83,53 @@ def captions(n:int, size:int)->list[str]:
     return out[:n]
 
 
+@contextmanager
+def precision_and_mask(device, bf16:bool, dense:bool):
+    "bf16 autocast (when `bf16`) and, for the reference rows, the dense mask in every block."
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+        if not dense:
+            yield
+            return
+        with dense_mask():
+            yield
+
+
 def make_step(cfg, tower, caps, *, encode_every_step, pad_to, dense, attention, compile_, bf16, device, tower_ref=None, tread=0.0):
-    "One training step (forward, loss, backward, clip, AdamW) configured by the flags; returns step()."
-    T, F, size = cfg["train"], cfg["flow"], cfg["data"]["size"]; bs = T["batch_size"]
-    torch.manual_seed(0); torch._dynamo.reset()  # compiled code is cached per code object and does not guard on hooks: start clean
-    model = build_denoiser(cfg["model"]["preset"], device=device, context_in_dim=tower.dim)
+    "One training step: prx-nb's `train_step` (given what the flags say), then backward, clip and AdamW; returns step()."
+    train, size = cfg.train, cfg.data.size
+    bs = train.batch_size
+    torch.manual_seed(0)
+    torch._dynamo.reset()  # compiled code is cached per code object and does not guard on hooks: start clean
+    model = build_denoiser(cfg.model.preset, device=device, context_in_dim=tower.dim)
     set_attention(model, attention)
-    if tread: from prx_nb.tricks import TREAD; model._tread = TREAD(model.train(), tread)  # PRX's routing: 2nd block to the penultimate
-    opt = torch.optim.AdamW(model.parameters(), lr=T["lr"], betas=tuple(T["betas"]), eps=T["eps"])
+    tricks = Tricks(model.train(), TricksConfig(tread=tread)) if tread else None  # PRX's routing: 2nd block to the penultimate
+    opt = torch.optim.AdamW(model.parameters(), lr=train.lr, betas=tuple(train.betas), eps=train.eps)
     fwd = torch.compile(model) if compile_ else model
-    if hasattr(tower, "pipe"): tower.pipe.register_to_config(prompt_max_tokens=256 if pad_to == 256 else cfg["text"]["max_tokens"])  # pads as the step
-    E, M = tower.encode(caps[:bs], bf16=bf16)
-    if pad_to == "trim": L = int(M.sum(1).max()); E, M = E[:, :L], M[:, :L]
-    E, M = E.to(device), M.to(device)
-    x0 = torch.rand(bs, 3, size, size, device=device) * 2 - 1
-    enc = tower_ref if encode_every_step and tower_ref is not None else tower
+    if hasattr(tower, "pipe"):  # pads as the step does
+        tower.pipe.register_to_config(prompt_max_tokens=256 if pad_to == 256 else cfg.text.max_tokens)
+    table, masks = tower.encode(caps[:bs], bf16=bf16)
+    if pad_to == "trim":
+        length = int(masks.sum(1).max())
+        table, masks = table[:, :length], masks[:, :length]
+    table, masks = table.to(device), masks.to(device)
+    encoder = tower_ref if encode_every_step and tower_ref is not None else tower
+
+    def text(ids):
+        "The batch's text states: encoded anew every step (reference rows) or looked up in the cached table."
+        if not encode_every_step: return table[ids].float(), masks[ids]
+        e, m = encoder.encode(caps[:bs], bf16=bf16)
+        return e.to(device), m.to(device)
+
+    x0, ids = torch.rand(bs, 3, size, size, device=device) * 2 - 1, torch.arange(bs, device=device)
+    generator = torch.Generator(device=device).manual_seed(0)
+
     def step():
-        e, m = (enc.encode(caps[:bs], bf16=bf16) if encode_every_step else (E, M))
-        e, m = e.to(device), m.to(device)
-        t = sample_timesteps(bs, F["shift"], F["uniform_frac"], device=device)
-        x_t = add_noise(x0, t, torch.randn_like(x0), F["noise_scale"])
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
-            if dense:
-                with dense_mask(): pred = fwd(x_t, t, e, m).sample
-            else: pred = fwd(x_t, t, e, m).sample
-        loss = x_pred_loss(pred.float(), x0, x_t, t, F["loss_t_min"]).mean()
-        loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), T["grad_clip"]); opt.step(); opt.zero_grad(set_to_none=True)
+        loss, _ = train_step(fwd, tricks, x0, ids, text, cfg.flow, generator, train.caption_dropout,
+                             autocast=lambda: precision_and_mask(device, bf16, dense))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
     return step
 
 
@@ -118,11 +144,11 @@ def time_steps(step, steps:int, warmup:int, device)->float:
 def data_time(cfg, tower, n:int=2048, batches:int=20)->float:
     "Seconds to draw one training batch from the prepared format with the training DataLoader settings."
     from prx_nb.data import build_shapes, prepare_dataset, PreparedData
-    T = cfg["train"]; size = cfg["data"]["size"]
+    T, size = cfg.train, cfg.data.size
     with tempfile.TemporaryDirectory() as d:
         ds = build_shapes(Path(d) / "shapes", n=n, S=size, seed=0)
-        prepare_dataset(ds, Path(d) / "prep", size, lambda c: tower.encode(c, bf16=True), caption_columns=cfg["data"]["caption_columns"])
-        dl = torch.utils.data.DataLoader(PreparedData(Path(d) / "prep"), batch_size=T["batch_size"], shuffle=True, drop_last=True, num_workers=T["num_workers"])
+        prepare_dataset(ds, Path(d) / "prep", size, lambda c: tower.encode(c, bf16=True), caption_columns=cfg.data.caption_columns)
+        dl = torch.utils.data.DataLoader(PreparedData(Path(d) / "prep"), batch_size=T.batch_size, shuffle=True, drop_last=True, num_workers=T.num_workers)
         it = iter(dl); next(it); t = time.perf_counter(); k = 0
         for _ in range(batches):
             try: next(it)
@@ -133,7 +159,7 @@ def data_time(cfg, tower, n:int=2048, batches:int=20)->float:
 
 def loop_rate(preset:str, bs:int, steps:int=80)->float:
     "Images/s of the real `prx-nb train` loop (data loader, caption dropout, EMA, logging) on a small Shapes build."
-    from prx_nb.speedrun import train
+    from prx_nb.train import train
     cfg = load_config(preset, overrides=[f"train.batch_size={bs}", f"train.max_steps={steps}", "train.max_minutes=null", "data.n=2048",
                                          "eval.every=0", "train.checkpoint_every=0", "train.log_every=10"])
     with tempfile.TemporaryDirectory() as d: return train(cfg, d, progress=False)["images_per_s"]  # steps after the 10th
@@ -164,17 +190,18 @@ def main():
     ap.add_argument("--out", help="write the table as JSON here")
     a = ap.parse_args()
     cfg = load_config(a.preset, overrides=[f"train.batch_size={a.batch_size}"] if a.batch_size else [])
-    bs, size, dev = cfg["train"]["batch_size"], cfg["data"]["size"], a.device
+    bs, size, dev = cfg.train.batch_size, cfg.data.size, a.device
+    sizes = [int(b) for b in a.batch_sizes.split(",")] if a.batch_sizes else []
     tower_ref = None
     if a.synthetic_text:
         from prx_nb.architecture import model_config
-        dim = 2304 if "gemma" in cfg["text"]["encoder"] else model_config(cfg["model"]["preset"])["context_in_dim"]
-        tower = SyntheticText(dim, a.synthetic_text, dev); caps = [""] * max(bs, *(int(b) for b in (a.batch_sizes or "0").split(",")))
+        dim = 2304 if "gemma" in cfg.text.encoder else model_config(cfg.model.preset)["context_in_dim"]
+        tower = SyntheticText(dim, a.synthetic_text, dev); caps = [""] * max(bs, *sizes)
         a.no_loop = a.no_data = True
     else:
-        tower = TextTower.load(cfg["text"]["encoder"], cfg["text"]["max_tokens"]); tower.encoder.to(dev); caps = captions(bs, size)
+        tower = TextTower.load(cfg.text.encoder, cfg.text.max_tokens); tower.encoder.to(dev); caps = captions(max(bs, *sizes), size)
     L = int(tower.encode(caps[:bs])[1].sum(1).max())
-    fl = flops_per_image(cfg["model"]["preset"], size, text_tokens=L, context_in_dim=tower.dim)
+    fl = flops_per_image(cfg.model.preset, size, text_tokens=L, context_in_dim=tower.dim)
     n = 8192 if torch.device(dev).type == "cuda" else 4096
     peak16, peak32 = matmul_peak(torch.bfloat16, n, device=dev), matmul_peak(torch.float32, n, device=dev)
     print(f"preset {a.preset} on {dev} ({torch.get_num_threads()} threads), batch {bs}, {size}px, text {L} tokens (trimmed)")
@@ -200,7 +227,7 @@ def main():
         print(f"{name:62s} {rows[-1]['ms_per_step']:9.1f} ms {ips:9.1f} img/s  MFU {100 * rows[-1]['mfu']:5.1f}%", flush=True)
     ref, ours = rows[0], rows[0 if a.only_ours else len(LADDER) - 1]
     sweep = []
-    for b in [int(x) for x in a.batch_sizes.split(",")] if a.batch_sizes else []:
+    for b in sizes:
         c2 = load_config(a.preset, overrides=[f"train.batch_size={b}"])
         try:
             if cuda: torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()

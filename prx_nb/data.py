@@ -1,4 +1,4 @@
-"""Shapes, the built-in captioned image set; real image-caption data through `datasets`; and the one-time preparation into a fast-read training format.
+"""Shapes, real image-caption data through `datasets`, and their one-time preparation for training.
 
 Docs: https://prx-nb.github.io/prx-nb/data.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://prx-nb.github.io/prx-nb/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #5a3f83de
 from __future__ import annotations
-import hashlib, json, math, os, random, shutil
+import collections, hashlib, json, math, os, random, shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,17 +16,47 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['BACKGROUNDS', 'COLORS', 'SHAPES', 'POSITIONS', 'SIZE_DIVISORS', 'HELD_OUT', 'NUMBERS', 'RELATIONS', 'KINDS',
-           'SIZES_PX', 'DEFAULT_PROPORTIONS', 'seen_pairs', 'shape_mask', 'shape_box', 'fill_class', 'raster_fill',
-           'snap', 'render', 'cell_of', 'sample_scene', 'canonical_caption', 'paraphrases', 'shapes_example',
-           'shapes_manifest', 'build_shapes', 'verify_shapes', 'BadSample', 'load_image_text', 'check_columns',
-           'caption_options', 'pick_caption', 'decode_image', 'fit_to_bucket', 'center_crop_resize', 'BadDataReport',
-           'undecoded', 'clean_rows', 'prepare_dataset', 'PreparedData', 'prepare_shards', 'prepare_stream',
-           'finish_shards', 'aspect_buckets', 'BucketBatchSampler']
+           'SIZES_PX', 'DEFAULT_PROPORTIONS', 'replace_path', 'write_atomic', 'seen_pairs', 'shape_mask', 'shape_box',
+           'fill_class', 'raster_fill', 'snap', 'render', 'cell_of', 'sample_scene', 'canonical_caption', 'paraphrases',
+           'shapes_example', 'shapes_manifest', 'build_shapes', 'verify_shapes', 'BadSample', 'load_image_text',
+           'check_columns', 'caption_options', 'pick_caption', 'decode_image', 'fit_to_bucket', 'center_crop_resize',
+           'BadDataReport', 'undecoded', 'clean_rows', 'prepare_dataset', 'PreparedData', 'prepare_shards',
+           'prepare_stream', 'finish_shards', 'aspect_buckets', 'BucketBatchSampler']
+
+# %% ../nbs/01_data.ipynb #6dfabc35
+def replace_path(tmp, path):
+    "Move the finished file or folder `tmp` to `path` by a rename, replacing what was there."
+    tmp, path = Path(tmp), Path(path)
+    if path.is_dir() and not path.is_symlink():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        path.rename(old)
+        os.replace(tmp, path)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, path)
+
+
+def write_atomic(path, content: str | bytes):
+    "Write a text or bytes file whole or not at all."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if isinstance(content, bytes):
+        tmp.write_bytes(content)
+    else:
+        tmp.write_text(content)
+    replace_path(tmp, path)
 
 # %% ../nbs/01_data.ipynb #b8a87534
 BACKGROUNDS = {"white": (245, 245, 245), "black": (15, 15, 15), "gray": (128, 128, 128)}
-COLORS = {"red": (220, 40, 40), "yellow": (235, 200, 40), "green": (40, 170, 70),
-          "cyan": (40, 190, 210), "blue": (40, 70, 210), "magenta": (200, 50, 190)}
+COLORS = {
+    "red": (220, 40, 40),
+    "yellow": (235, 200, 40),
+    "green": (40, 170, 70),
+    "cyan": (40, 190, 210),
+    "blue": (40, 70, 210),
+    "magenta": (200, 50, 190),
+}
 SHAPES = ("circle", "square", "triangle")
 POSITIONS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
 SIZE_DIVISORS = {"small": 12.0, "large": 6.5}  # radius = S / divisor
@@ -42,122 +72,174 @@ def seen_pairs():
     return [(c, s) for c in COLORS for s in SHAPES if (c, s) not in HELD_OUT]
 
 # %% ../nbs/01_data.ipynb #2f1c2761
-def shape_mask(S:int, # canvas side in pixels
-               shape:str, # 'circle', 'square' or 'triangle'
-               cx:float, cy:float, # centroid in pixels (y grows downward)
-               r:float, # radius: circle radius, half side, half base width
-              )->np.ndarray: # boolean (S, S) mask
+def shape_mask(
+    S: int,  # canvas side in pixels
+    shape: str,  # 'circle', 'square' or 'triangle'
+    cx: float,
+    cy: float,  # centroid in pixels (y grows downward)
+    r: float,  # radius: circle radius, half side, half base width
+) -> np.ndarray:  # boolean (S, S) mask
     "Pixels covered by `shape` with centroid (cx, cy) and radius `r`, tested at pixel centres."
     ys, xs = np.mgrid[0:S, 0:S] + 0.5
-    if shape == "circle": return (xs - cx) ** 2 + (ys - cy) ** 2 <= r * r
-    if shape == "square": return (np.abs(xs - cx) <= r) & (np.abs(ys - cy) <= r)
+    if shape == "circle":
+        return (xs - cx) ** 2 + (ys - cy) ** 2 <= r * r
+    if shape == "square":
+        return (np.abs(xs - cx) <= r) & (np.abs(ys - cy) <= r)
     if shape == "triangle":
-        h = 2 * r; top = cy - 2 * h / 3
+        h = 2 * r
+        top = cy - 2 * h / 3
         return (ys >= top) & (ys <= top + h) & (np.abs(xs - cx) <= r * (ys - top) / h)
     raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
 
-def shape_box(shape:str, cx:float, cy:float, r:float)->tuple: # (x0, y0, x1, y1)
+
+def shape_box(shape: str, cx: float, cy: float, r: float) -> tuple:  # (x0, y0, x1, y1)
     "Bounding box of a shape around its centroid."
-    if shape == "triangle": return (cx - r, cy - 4 * r / 3, cx + r, cy + 2 * r / 3)
+    if shape == "triangle":
+        return (cx - r, cy - 4 * r / 3, cx + r, cy + 2 * r / 3)
     return (cx - r, cy - r, cx + r, cy + r)
 
 # %% ../nbs/01_data.ipynb #98451960
-def fill_class(fill:float)->str:
+def fill_class(fill: float) -> str:
     "Shape class from a fill ratio (pixels / bounding-box area), as the judge decides it."
     return "square" if fill > 0.88 else "circle" if fill > 0.64 else "triangle"
 
-def raster_fill(S:int, shape:str, cx:float, cy:float, r:float)->float:
+
+def raster_fill(S: int, shape: str, cx: float, cy: float, r: float) -> float:
     "Fill ratio of the shape's raster."
     ys, xs = np.nonzero(shape_mask(S, shape, cx, cy, r))
     return len(ys) / ((np.ptp(ys) + 1) * (np.ptp(xs) + 1)) if len(ys) else 0.0
 
-_OFFS = sorted(((dx, dy) for dx in np.arange(-.5, .5, .25) for dy in np.arange(-.5, .5, .25)), key=lambda o: o[0]**2 + o[1]**2)
 
-def snap(S:int, shape:str, cx:float, cy:float, r:float)->tuple[float, float]:
+_OFFS = sorted(
+    ((dx, dy) for dx in np.arange(-0.5, 0.5, 0.25) for dy in np.arange(-0.5, 0.5, 0.25)),
+    key=lambda o: o[0] ** 2 + o[1] ** 2,
+)
+
+
+def snap(S: int, shape: str, cx: float, cy: float, r: float) -> tuple[float, float]:
     "Nearest centroid (within half a pixel) whose raster keeps the shape's fill class."
     for dx, dy in _OFFS:
-        if fill_class(raster_fill(S, shape, cx + dx, cy + dy, r)) == shape: return cx + dx, cy + dy
+        if fill_class(raster_fill(S, shape, cx + dx, cy + dy, r)) == shape:
+            return cx + dx, cy + dy
     return cx, cy
 
 # %% ../nbs/01_data.ipynb #46b6f309
-def render(scene:dict, # a scene from `sample_scene`
-           S:int, # canvas side
-          )->np.ndarray: # uint8 (S, S, 3)
+def render(
+    scene: dict,  # a scene from `sample_scene`
+    S: int,  # canvas side
+) -> np.ndarray:  # uint8 (S, S, 3)
     "Draw a scene on an S x S canvas."
-    img = np.empty((S, S, 3), np.uint8); img[:] = BACKGROUNDS[scene["background"]]
-    for o in scene["objects"]: img[shape_mask(S, o["shape"], o["cx"], o["cy"], o["r"])] = COLORS[o["color"]]
+    img = np.empty((S, S, 3), np.uint8)
+    img[:] = BACKGROUNDS[scene["background"]]
+    for o in scene["objects"]:
+        img[shape_mask(S, o["shape"], o["cx"], o["cy"], o["r"])] = COLORS[o["color"]]
     return img
 
 # %% ../nbs/01_data.ipynb #c9b761df
-def cell_of(cx:float, cy:float, S:int)->str:
+def cell_of(cx: float, cy: float, S: int) -> str:
     "Name of the 3x3 grid cell holding the point (cx, cy)."
     col, row = min(int(3 * cx / S), 2), min(int(3 * cy / S), 2)
     return POSITIONS[3 * row + col]
 
-def _inside(box, S): return box[0] >= 0 and box[1] >= 0 and box[2] <= S and box[3] <= S
+
+def _inside(box, S):
+    return box[0] >= 0 and box[1] >= 0 and box[2] <= S and box[3] <= S
+
 
 def _apart(box, boxes, gap):
-    return all(box[2] + gap <= b[0] or b[2] + gap <= box[0] or box[3] + gap <= b[1] or b[3] + gap <= box[1] for b in boxes)
+    return all(
+        box[2] + gap <= b[0] or b[2] + gap <= box[0] or box[3] + gap <= b[1] or b[3] + gap <= box[1] for b in boxes
+    )
 
-def _obj(color, shape, size, r, cx, cy): return dict(color=color, shape=shape, size=size, r=float(r), cx=float(cx), cy=float(cy))
+
+def _obj(color, shape, size, r, cx, cy):
+    return dict(color=color, shape=shape, size=size, r=float(r), cx=float(cx), cy=float(cy))
+
 
 def _snapped(S, shape, r, cx, cy):
     "Snapped centroid and its bounding box."
-    cx, cy = snap(S, shape, cx, cy, r); return cx, cy, shape_box(shape, cx, cy, r)
+    cx, cy = snap(S, shape, cx, cy, r)
+    return cx, cy, shape_box(shape, cx, cy, r)
 
 # %% ../nbs/01_data.ipynb #c837463b
 def _place(rng, S, shape, r, boxes, tries=200, cond=None):
     "A centroid for `shape` inside the canvas, apart from `boxes` and satisfying `cond`."
     for _ in range(tries):
-        cx, cy = rng.uniform(0, S), rng.uniform(0, S); gap = max(2.0, S / 32); b = shape_box(shape, cx, cy, r)
-        if not (_inside(b, S) and _apart(b, boxes, gap + 1) and (cond is None or cond(cx, cy))): continue  # cheap test first
+        cx, cy = rng.uniform(0, S), rng.uniform(0, S)
+        gap = max(2.0, S / 32)
+        b = shape_box(shape, cx, cy, r)
+        if not (_inside(b, S) and _apart(b, boxes, gap + 1) and (cond is None or cond(cx, cy))):
+            continue  # cheap test first
         cx, cy, b = _snapped(S, shape, r, cx, cy)
-        if _inside(b, S) and _apart(b, boxes, gap) and (cond is None or cond(cx, cy)): return cx, cy, b
+        if _inside(b, S) and _apart(b, boxes, gap) and (cond is None or cond(cx, cy)):
+            return cx, cy, b
     return None
 
+
 def _single(rng, S, pairs):
-    color, shape = rng.choice(pairs); size = rng.choice(list(SIZE_DIVISORS)); r = S / SIZE_DIVISORS[size]
-    pos = rng.randrange(9); row, col = divmod(pos, 3); j = S / 6 * 0.45
+    color, shape = rng.choice(pairs)
+    size = rng.choice(list(SIZE_DIVISORS))
+    r = S / SIZE_DIVISORS[size]
+    pos = rng.randrange(9)
+    row, col = divmod(pos, 3)
+    j = S / 6 * 0.45
     for _ in range(100):
-        cx, cy, b = _snapped(S, shape, r, (col + .5) * S / 3 + rng.uniform(-j, j), (row + .5) * S / 3 + rng.uniform(-j, j))
-        if _inside(b, S): break
-    else: cx, cy, _ = _snapped(S, shape, r, (col + .5) * S / 3, (row + .5) * S / 3)
+        cx, cy, b = _snapped(
+            S, shape, r, (col + 0.5) * S / 3 + rng.uniform(-j, j), (row + 0.5) * S / 3 + rng.uniform(-j, j)
+        )
+        if _inside(b, S):
+            break
+    else:
+        cx, cy, _ = _snapped(S, shape, r, (col + 0.5) * S / 3, (row + 0.5) * S / 3)
     return dict(position=POSITIONS[pos], objects=[_obj(color, shape, size, r, cx, cy)])
 
 # %% ../nbs/01_data.ipynb #6a3dfb22
 def _count(rng, S, pairs):
-    color, shape = rng.choice(pairs); r = S / SIZE_DIVISORS["small"]
+    color, shape = rng.choice(pairs)
+    r = S / SIZE_DIVISORS["small"]
     while True:
         n, objs, boxes = rng.randint(1, 4), [], []
         for _ in range(n):
             p = _place(rng, S, shape, r, boxes)
-            if p is None: break
-            objs.append(_obj(color, shape, "small", r, p[0], p[1])); boxes.append(p[2])
-        if len(objs) == n: return dict(number=n, objects=objs)
+            if p is None:
+                break
+            objs.append(_obj(color, shape, "small", r, p[0], p[1]))
+            boxes.append(p[2])
+        if len(objs) == n:
+            return dict(number=n, objects=objs)
+
 
 _REL_AXIS = {"to the left of": (0, -1), "to the right of": (0, 1), "above": (1, -1), "below": (1, 1)}
+
 
 def _relation(rng, S, pairs):
     while True:
         (c1, s1), (c2, s2) = rng.choice(pairs), rng.choice(pairs)
-        if c1 == c2: continue
-        rel = rng.choice(RELATIONS); ax, sign = _REL_AXIS[rel]
+        if c1 == c2:
+            continue
+        rel = rng.choice(RELATIONS)
+        ax, sign = _REL_AXIS[rel]
         r1, r2 = (S / rng.uniform(9, 12) for _ in range(2))
         p2 = _place(rng, S, s2, r2, [])
-        if p2 is None: continue
+        if p2 is None:
+            continue
         ref = p2[ax]
         p1 = _place(rng, S, s1, r1, [p2[2]], cond=lambda x, y: sign * ((x, y)[ax] - ref) >= S / 4)
-        if p1 is None: continue
+        if p1 is None:
+            continue
         size = lambda r: "small" if r <= S / 11 else "large"
-        return dict(relation=rel, objects=[_obj(c1, s1, size(r1), r1, p1[0], p1[1]), _obj(c2, s2, size(r2), r2, p2[0], p2[1])])
+        return dict(
+            relation=rel, objects=[_obj(c1, s1, size(r1), r1, p1[0], p1[1]), _obj(c2, s2, size(r2), r2, p2[0], p2[1])]
+        )
 
 # %% ../nbs/01_data.ipynb #adf0e902
-def sample_scene(rng:random.Random, # source of randomness
-                 S:int, # canvas side
-                 kind:str, # 'single', 'count' or 'relation'
-                 pairs:list|None=None, # allowed (color, shape) pairs; default: the seen pairs
-                 background:str|None=None, # fixed background, or random
-                )->dict:
+def sample_scene(
+    rng: random.Random,  # source of randomness
+    S: int,  # canvas side
+    kind: str,  # 'single', 'count' or 'relation'
+    pairs: list | None = None,  # allowed (color, shape) pairs; default: the seen pairs
+    background: str | None = None,  # fixed background, or random
+) -> dict:
     "Sample one scene of `kind`; objects only use `pairs`."
     pairs = seen_pairs() if pairs is None else list(pairs)
     bg = background or rng.choice(list(BACKGROUNDS))
@@ -165,101 +247,157 @@ def sample_scene(rng:random.Random, # source of randomness
     return dict(kind=kind, background=bg, **body)
 
 # %% ../nbs/01_data.ipynb #09dda2f2
-def canonical_caption(scene:dict)->str:
+def canonical_caption(scene: dict) -> str:
     "The spec's canonical caption of a scene."
     bg, o = scene["background"], scene["objects"]
     if scene["kind"] == "single":
         return f"a {o[0]['size']} {o[0]['color']} {o[0]['shape']} in the {scene['position']} on a {bg} background"
     if scene["kind"] == "count":
-        n = len(o); return f"{NUMBERS[n-1]} {o[0]['color']} {o[0]['shape']}{'s' if n > 1 else ''} on a {bg} background"
+        n = len(o)
+        return f"{NUMBERS[n-1]} {o[0]['color']} {o[0]['shape']}{'s' if n > 1 else ''} on a {bg} background"
     a, b = o
     return f"a {a['color']} {a['shape']} {scene['relation']} a {b['color']} {b['shape']} on a {bg} background"
 
 # %% ../nbs/01_data.ipynb #c6372252
 _BIG = {"small": ("small", "little", "tiny"), "large": ("large", "big")}
-_REL_ALT = {"to the left of": ("left of",), "to the right of": ("right of",), "above": ("over", "on top of"), "below": ("under", "beneath")}
+_REL_ALT = {
+    "to the left of": ("left of",),
+    "to the right of": ("right of",),
+    "above": ("over", "on top of"),
+    "below": ("under", "beneath"),
+}
 
-def paraphrases(scene:dict, rng:random.Random, k:int=2)->list[str]:
+
+def paraphrases(scene: dict, rng: random.Random, k: int = 2) -> list[str]:
     "`k` distinct non-canonical captions of a scene."
     bg, o = scene["background"], scene["objects"]
     if scene["kind"] == "single":
-        x = o[0]; sz = rng.choice(_BIG[x["size"]]); pos = scene["position"]
-        opts = [f"{sz} {x['color']} {x['shape']}, {pos}, {bg} background",
-                f"a {x['color']} {x['shape']} ({sz}) at the {pos} of a {bg} image",
-                f"{bg} background with a {sz} {x['color']} {x['shape']} in the {pos}",
-                f"{x['color']} {x['shape']} {pos}"]
+        x = o[0]
+        sz = rng.choice(_BIG[x["size"]])
+        pos = scene["position"]
+        opts = [
+            f"{sz} {x['color']} {x['shape']}, {pos}, {bg} background",
+            f"a {x['color']} {x['shape']} ({sz}) at the {pos} of a {bg} image",
+            f"{bg} background with a {sz} {x['color']} {x['shape']} in the {pos}",
+            f"{x['color']} {x['shape']} {pos}",
+        ]
     elif scene["kind"] == "count":
-        n = len(o); x = o[0]; sh = x["shape"] + ("s" if n > 1 else "")
-        opts = [f"{n} {x['color']} {sh}, {bg} background", f"{NUMBERS[n-1]} {x['color']} {sh} on {bg}",
-                f"a {bg} background with {NUMBERS[n-1]} {x['color']} {sh}", f"{x['color']} {sh} x{n}"]
+        n = len(o)
+        x = o[0]
+        sh = x["shape"] + ("s" if n > 1 else "")
+        opts = [
+            f"{n} {x['color']} {sh}, {bg} background",
+            f"{NUMBERS[n-1]} {x['color']} {sh} on {bg}",
+            f"a {bg} background with {NUMBERS[n-1]} {x['color']} {sh}",
+            f"{x['color']} {sh} x{n}",
+        ]
     else:
-        a, b = o; rel = rng.choice(_REL_ALT[scene["relation"]])
-        opts = [f"{a['color']} {a['shape']} {rel} {b['color']} {b['shape']}, {bg} background",
-                f"on a {bg} background, a {a['color']} {a['shape']} {scene['relation']} a {b['color']} {b['shape']}",
-                f"a {a['color']} {a['shape']} and a {b['color']} {b['shape']}, the {a['color']} one {rel} the other, {bg}"]
+        a, b = o
+        rel = rng.choice(_REL_ALT[scene["relation"]])
+        opts = [
+            f"{a['color']} {a['shape']} {rel} {b['color']} {b['shape']}, {bg} background",
+            f"on a {bg} background, a {a['color']} {a['shape']} {scene['relation']} a {b['color']} {b['shape']}",
+            f"a {a['color']} {a['shape']} and a {b['color']} {b['shape']}, the {a['color']} one {rel} the other, {bg}",
+        ]
     return rng.sample(opts, min(k, len(opts)))
 
 # %% ../nbs/01_data.ipynb #418522ff
 DEFAULT_PROPORTIONS = {"single": 1 / 3, "count": 1 / 3, "relation": 1 / 3}
+
 
 def _kind_for(i, n, proportions):
     "Deterministic kind of example `i` of `n` for the given proportions."
     edges = np.cumsum([proportions[k] for k in KINDS]) / sum(proportions.values())
     return KINDS[int(np.searchsorted(edges, (i * 0.6180339887498949) % 1.0, side="right"))]
 
-def shapes_example(seed:int, i:int, n:int, S:int, proportions:dict|None=None, n_paraphrases:int=2)->dict:
+
+def shapes_example(seed: int, i: int, n: int, S: int, proportions: dict | None = None, n_paraphrases: int = 2) -> dict:
     "Example `i` of a Shapes build: image, captions and scene metadata."
     rng = random.Random(f"shapes-{seed}-{i}")
     scene = sample_scene(rng, S, _kind_for(i, n, proportions or DEFAULT_PROPORTIONS))
-    return dict(image=Image.fromarray(render(scene, S)), caption=canonical_caption(scene),
-                paraphrases=paraphrases(scene, rng, n_paraphrases), kind=scene["kind"], background=scene["background"],
-                objects=json.dumps(scene["objects"]), seed=seed, index=i)
+    return dict(
+        image=Image.fromarray(render(scene, S)),
+        caption=canonical_caption(scene),
+        paraphrases=paraphrases(scene, rng, n_paraphrases),
+        kind=scene["kind"],
+        background=scene["background"],
+        objects=json.dumps(scene["objects"]),
+        seed=seed,
+        index=i,
+    )
 
 # %% ../nbs/01_data.ipynb #b48a39bc
 def _content_hash(rows):
     h = hashlib.sha256()
-    for r in rows: h.update(np.asarray(r["image"]).tobytes()); h.update(r["caption"].encode()); h.update("\x1f".join(r["paraphrases"]).encode())
+    for r in rows:
+        h.update(np.asarray(r["image"]).tobytes())
+        h.update(r["caption"].encode())
+        h.update("\x1f".join(r["paraphrases"]).encode())
     return h.hexdigest()
 
-def shapes_manifest(path)->dict|None:
+
+def shapes_manifest(path) -> dict | None:
     "The manifest of a Shapes build at `path`, or None."
     p = Path(path) / "manifest.json"
     return json.loads(p.read_text()) if p.exists() else None
 
 # %% ../nbs/01_data.ipynb #eaedf1ea
-def build_shapes(path, # output directory
-                 n:int=20000, # number of images
-                 S:int=32, # canvas side
-                 seed:int=0, # build seed
-                 proportions:dict|None=None, # share of each scene kind
-                 n_paraphrases:int=2, # paraphrases stored per image
-                 overwrite:bool=False, # rebuild even if a matching build exists
-                ):
+def build_shapes(
+    path,  # output directory
+    n: int = 20000,  # number of images
+    S: int = 32,  # canvas side
+    seed: int = 0,  # build seed
+    proportions: dict | None = None,  # share of each scene kind
+    n_paraphrases: int = 2,  # paraphrases stored per image
+    overwrite: bool = False,  # rebuild even if a matching build exists
+):
     "Generate Shapes to `path` as a `datasets` dataset with a manifest; returns the loaded dataset."
     import datasets
-    path = Path(path); proportions = dict(proportions or DEFAULT_PROPORTIONS)
-    if set(proportions) - set(KINDS): raise ValueError(f"unknown scene kinds {set(proportions) - set(KINDS)}; valid: {KINDS}")
-    if S not in SIZES_PX: raise ValueError(f"Shapes size must be one of {SIZES_PX}, got {S}")
+
+    path = Path(path)
+    proportions = dict(proportions or DEFAULT_PROPORTIONS)
+    if set(proportions) - set(KINDS):
+        raise ValueError(f"unknown scene kinds {set(proportions) - set(KINDS)}; valid: {KINDS}")
+    if S not in SIZES_PX:
+        raise ValueError(f"Shapes size must be one of {SIZES_PX}, got {S}")
     want = dict(n=n, S=S, seed=seed, proportions=proportions, n_paraphrases=n_paraphrases)
     m = shapes_manifest(path)
-    if m is not None and not overwrite and all(m.get(k) == v for k, v in want.items()): return datasets.load_from_disk(str(path / "data"))
+    if m is not None and not overwrite and all(m.get(k) == v for k, v in want.items()):
+        return datasets.load_from_disk(str(path / "data"))
     rows = [shapes_example(seed, i, n, S, proportions, n_paraphrases) for i in range(n)]
-    ds = datasets.Dataset.from_list(rows, features=datasets.Features(
-        image=datasets.Image(), caption=datasets.Value("string"), paraphrases=datasets.Sequence(datasets.Value("string")),
-        kind=datasets.Value("string"), background=datasets.Value("string"), objects=datasets.Value("string"),
-        seed=datasets.Value("int64"), index=datasets.Value("int64")))
-    tmp = path / "data.tmp"; shutil.rmtree(tmp, ignore_errors=True); ds.save_to_disk(str(tmp))
-    shutil.rmtree(path / "data", ignore_errors=True); tmp.rename(path / "data")
-    man = dict(want, counts=dict(sorted(__import__("collections").Counter(r["kind"] for r in rows).items())),
-               sha256=_content_hash(rows), held_out=sorted(map(list, HELD_OUT)), spec="data_cards/shapes.md")
-    (path / "manifest.json").write_text(json.dumps(man, indent=1))
+    ds = datasets.Dataset.from_list(
+        rows,
+        features=datasets.Features(
+            image=datasets.Image(),
+            caption=datasets.Value("string"),
+            paraphrases=datasets.Sequence(datasets.Value("string")),
+            kind=datasets.Value("string"),
+            background=datasets.Value("string"),
+            objects=datasets.Value("string"),
+            seed=datasets.Value("int64"),
+            index=datasets.Value("int64"),
+        ),
+    )
+    tmp = path / f".data.tmp-{os.getpid()}"
+    ds.save_to_disk(str(tmp))
+    replace_path(tmp, path / "data")
+    counts = dict(sorted(collections.Counter(r["kind"] for r in rows).items()))
+    manifest = dict(
+        want,
+        counts=counts,
+        sha256=_content_hash(rows),
+        held_out=sorted(map(list, HELD_OUT)),
+        spec="data_cards/shapes.md",
+    )
+    write_atomic(path / "manifest.json", json.dumps(manifest, indent=1))
     return datasets.load_from_disk(str(path / "data"))
 
 # %% ../nbs/01_data.ipynb #62f59a86
-def verify_shapes(path)->bool:
+def verify_shapes(path) -> bool:
     "Regenerate the build's examples from its manifest and compare the content hash."
     m = shapes_manifest(path)
-    if m is None: raise FileNotFoundError(f"no manifest.json in {path}: build it with `build_shapes` or `prx-nb data shapes`")
+    if m is None:
+        raise FileNotFoundError(f"no manifest.json in {path}: build it with `build_shapes` or `prx-nb data shapes`")
     rows = (shapes_example(m["seed"], i, m["n"], m["S"], m["proportions"], m["n_paraphrases"]) for i in range(m["n"]))
     return _content_hash(rows) == m["sha256"]
 
@@ -267,280 +405,508 @@ def verify_shapes(path)->bool:
 class BadSample(Exception):
     "A row that cannot become a training sample (unreadable image, no caption)."
 
-def _looks_local(source:str)->bool: return source.startswith((".", "/", "~")) or os.sep in source and not source.count("/") == 1
 
-def load_image_text(source:str, # hub id, or local folder/file (imagefolder, parquet, webdataset tars, save_to_disk)
-                    split:str="train", # split to load
-                    streaming:bool=False, # stream instead of downloading/converting
-                    data_format:str|None=None, # force 'imagefolder', 'parquet', 'webdataset' or 'arrow'
-                   ):
+def _looks_local(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or os.sep in source and not source.count("/") == 1
+
+
+def load_image_text(
+    source: str,  # hub id, or local folder/file (imagefolder, parquet, webdataset tars, save_to_disk)
+    split: str = "train",  # split to load
+    streaming: bool = False,  # stream instead of downloading/converting
+    data_format: str | None = None,  # force 'imagefolder', 'parquet', 'webdataset' or 'arrow'
+):
     "Open an image-caption dataset with `datasets`."
     import datasets
+
     p = Path(source).expanduser()
     if p.exists():
-        if data_format == "arrow" or (p.is_dir() and ((p / "state.json").exists() or (p / "dataset_dict.json").exists())):
-            d = datasets.load_from_disk(str(p)); return d[split] if isinstance(d, datasets.DatasetDict) else d
+        if data_format == "arrow" or (
+            p.is_dir() and ((p / "state.json").exists() or (p / "dataset_dict.json").exists())
+        ):
+            d = datasets.load_from_disk(str(p))
+            return d[split] if isinstance(d, datasets.DatasetDict) else d
         files = [p] if p.is_file() else sorted(p.rglob("*"))
-        fmt = data_format or ("parquet" if any(f.suffix == ".parquet" for f in files) else "webdataset" if any(f.suffix == ".tar" for f in files) else "imagefolder")
-        if fmt == "imagefolder": return datasets.load_dataset("imagefolder", data_dir=str(p), split=split, streaming=streaming)
+        fmt = data_format or (
+            "parquet"
+            if any(f.suffix == ".parquet" for f in files)
+            else "webdataset" if any(f.suffix == ".tar" for f in files) else "imagefolder"
+        )
+        if fmt == "imagefolder":
+            return datasets.load_dataset("imagefolder", data_dir=str(p), split=split, streaming=streaming)
         ext = ".parquet" if fmt == "parquet" else ".tar"
-        return datasets.load_dataset(fmt, data_files=[str(f) for f in files if f.suffix == ext], split=split, streaming=streaming)
-    if _looks_local(source): raise FileNotFoundError(f"dataset path {source!r} does not exist")
-    try: return datasets.load_dataset(source, split=split, streaming=streaming)
+        return datasets.load_dataset(
+            fmt, data_files=[str(f) for f in files if f.suffix == ext], split=split, streaming=streaming
+        )
+    if _looks_local(source):
+        raise FileNotFoundError(f"dataset path {source!r} does not exist")
+    try:
+        return datasets.load_dataset(source, split=split, streaming=streaming)
     except (ConnectionError, OSError) as e:
-        raise OSError(f"could not load {source!r} from the Hugging Face hub ({type(e).__name__}: {e}). Offline, pass a local folder, "
-                      f"parquet or tar path instead (data.source), or download it once with network access.") from e
+        raise OSError(
+            f"could not load {source!r} from the Hugging Face hub ({type(e).__name__}: {e}). Offline, pass a local"
+            " folder, parquet or tar path instead (data.source), or download it once with network access."
+        ) from e
 
 # %% ../nbs/01_data.ipynb #6ff0d9ab
-def check_columns(column_names, image_column:str, caption_columns)->None:
+def check_columns(column_names, image_column: str, caption_columns) -> None:
     "Fail early, naming the fix, if the configured columns are not in the dataset."
     missing = [c for c in [image_column, *caption_columns] if c not in column_names]
     if missing:
-        raise ValueError(f"column(s) {missing} not in the dataset; it has {sorted(column_names)}. Set data.image_column "
-                         f"(now {image_column!r}) and data.caption_columns (now {dict(caption_columns)}) to existing columns.")
+        raise ValueError(
+            f"column(s) {missing} not in the dataset; it has {sorted(column_names)}. Set data.image_column "
+            f"(now {image_column!r}) and data.caption_columns (now {dict(caption_columns)}) to existing columns."
+        )
 
-def caption_options(row:dict, caption_columns:dict)->list[tuple[str, float]]:
+
+def caption_options(row: dict, caption_columns: dict) -> list[tuple[str, float]]:
     "Usable (caption, weight) pairs of a row; a list column shares its weight; weights renormalised."
     opts = []
     for col, w in caption_columns.items():
-        v = row.get(col); vs = [x for x in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(x, str) and x.strip()]
+        v = row.get(col)
+        vs = [x for x in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(x, str) and x.strip()]
         opts += [(x.strip(), w / len(vs)) for x in vs]
     tot = sum(w for _, w in opts)
-    if not opts or tot <= 0: raise BadSample(f"no caption in columns {list(caption_columns)}")
+    if not opts or tot <= 0:
+        raise BadSample(f"no caption in columns {list(caption_columns)}")
     return [(c, w / tot) for c, w in opts]
 
-def pick_caption(options:list[tuple[str, float]], rng:random.Random)->str:
-    "Weighted choice among caption options."
-    return rng.choices([c for c, _ in options], weights=[w for _, w in options])[0]
+
+def pick_caption(
+    captions,  # the options: caption strings, or their ids
+    weights: np.ndarray,  # their weights (any scale; zeros never drawn)
+    rng: np.random.Generator,
+) -> object:
+    "Weighted choice among caption options: one draw of `rng`."
+    return captions[rng.choice(len(weights), p=weights / weights.sum())]
 
 # %% ../nbs/01_data.ipynb #6c357445
-def decode_image(value)->Image.Image:
-    "An RGB PIL image from a datasets image cell (PIL image, {'bytes','path'} dict, bytes or path); BadSample if unreadable."
+def decode_image(value) -> Image.Image:
+    "An RGB PIL image from a datasets image cell (PIL image, {'bytes','path'}, bytes, path); BadSample if unreadable."
     import io
-    try:
-        if isinstance(value, Image.Image): img = value
-        elif isinstance(value, dict) and value.get("bytes"): img = Image.open(io.BytesIO(value["bytes"]))
-        elif isinstance(value, dict) and value.get("path"): img = Image.open(value["path"])
-        elif isinstance(value, (bytes, bytearray)): img = Image.open(io.BytesIO(value))
-        elif isinstance(value, (str, Path)): img = Image.open(value)
-        else: raise BadSample(f"no image in cell of type {type(value).__name__}")
-        img.load(); return img.convert("RGB")
-    except BadSample: raise
-    except Exception as e: raise BadSample(f"unreadable image: {type(e).__name__}: {e}") from e
 
-def fit_to_bucket(img:Image.Image, buckets:list)->np.ndarray:
+    try:
+        if isinstance(value, Image.Image):
+            img = value
+        elif isinstance(value, dict) and value.get("bytes"):
+            img = Image.open(io.BytesIO(value["bytes"]))
+        elif isinstance(value, dict) and value.get("path"):
+            img = Image.open(value["path"])
+        elif isinstance(value, (bytes, bytearray)):
+            img = Image.open(io.BytesIO(value))
+        elif isinstance(value, (str, Path)):
+            img = Image.open(value)
+        else:
+            raise BadSample(f"no image in cell of type {type(value).__name__}")
+        img.load()
+        return img.convert("RGB")
+    except BadSample:
+        raise
+    except Exception as e:
+        raise BadSample(f"unreadable image: {type(e).__name__}: {e}") from e
+
+
+def fit_to_bucket(img: Image.Image, buckets: list) -> np.ndarray:
     "Center-crop `img` to the aspect ratio of the bucket (h, w) nearest its own and resize to it: uint8 (h, w, 3)."
-    w, h = img.size; bh, bw = min(buckets, key=lambda b: abs(math.log((w / h) / (b[1] / b[0]))))
-    cw, ch = min(w, round(h * bw / bh)), min(h, round(w * bh / bw)); l, t = (w - cw) // 2, (h - ch) // 2
+    w, h = img.size
+    bh, bw = min(buckets, key=lambda b: abs(math.log((w / h) / (b[1] / b[0]))))
+    cw, ch = min(w, round(h * bw / bh)), min(h, round(w * bh / bw))
+    l, t = (w - cw) // 2, (h - ch) // 2
     img = img.crop((l, t, l + cw, t + ch))
-    if (cw, ch) != (bw, bh): img = img.resize((bw, bh), Image.BICUBIC if cw < 4 * bw else Image.BOX)
+    if (cw, ch) != (bw, bh):
+        img = img.resize((bw, bh), Image.BICUBIC if cw < 4 * bw else Image.BOX)
     return np.asarray(img, dtype=np.uint8)
 
-def center_crop_resize(img:Image.Image, size:int)->np.ndarray:
+
+def center_crop_resize(img: Image.Image, size: int) -> np.ndarray:
     "Center-crop to a square and resize to (size, size, 3) uint8."
     return fit_to_bucket(img, [(size, size)])
 
 # %% ../nbs/01_data.ipynb #e11f7622
 class BadDataReport:
     "Counts of skipped rows by reason, with a few examples each."
-    def __init__(self): self.counts, self.examples = {}, {}
-    def add(self, reason:str, msg:str):
-        self.counts[reason] = self.counts.get(reason, 0) + 1; ex = self.examples.setdefault(reason, [])
-        if len(ex) < 5: ex.append(msg)
-    @property
-    def total(self): return sum(self.counts.values())
-    def as_dict(self): return dict(total=self.total, by_reason=dict(self.counts), examples=dict(self.examples))
-    def __repr__(self): return f"BadDataReport({self.total} skipped: {self.counts})"
 
-def undecoded(ds, image_column:str):
+    def __init__(self):
+        self.counts, self.examples = {}, {}
+
+    def add(self, reason: str, msg: str):
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        ex = self.examples.setdefault(reason, [])
+        if len(ex) < 5:
+            ex.append(msg)
+
+    @property
+    def total(self):
+        return sum(self.counts.values())
+
+    def as_dict(self):
+        return dict(total=self.total, by_reason=dict(self.counts), examples=dict(self.examples))
+
+    def __repr__(self):
+        return f"BadDataReport({self.total} skipped: {self.counts})"
+
+
+def undecoded(ds, image_column: str):
     "The dataset with its image column left as bytes, so a corrupt file is one bad row, not an exception in iteration."
     import datasets
+
     f = getattr(ds, "features", None) or {}
-    return ds.cast_column(image_column, datasets.Image(decode=False)) if isinstance(f.get(image_column), datasets.Image) else ds
+    return (
+        ds.cast_column(image_column, datasets.Image(decode=False))
+        if isinstance(f.get(image_column), datasets.Image)
+        else ds
+    )
 
 # %% ../nbs/01_data.ipynb #754787ca
-def clean_rows(rows, image_column:str, caption_columns:dict, size:int, report:BadDataReport,
-               buckets:list|None=None, # aspect-ratio buckets (h, w): each image goes to its nearest one; None: square crops
-              ):
+def clean_rows(
+    rows,
+    image_column: str,
+    caption_columns: dict,
+    size: int,
+    report: BadDataReport,
+    buckets: list | None = None,  # aspect-ratio buckets (h, w): each image goes to its nearest one; None: square crops
+):
     "Yield (pixels, caption options) for good rows; count bad ones in `report`."
     first = True
     for i, row in enumerate(rows):
-        if first: check_columns(list(row), image_column, caption_columns); first = False
-        try: opts = caption_options(row, caption_columns)
-        except BadSample as e: report.add("empty_caption", f"row {i}: {e}"); continue
-        try: img = decode_image(row[image_column]); pix = fit_to_bucket(img, buckets) if buckets else center_crop_resize(img, size)
-        except BadSample as e: report.add("unreadable_image", f"row {i}: {e}"); continue
+        if first:
+            check_columns(list(row), image_column, caption_columns)
+            first = False
+        try:
+            opts = caption_options(row, caption_columns)
+        except BadSample as e:
+            report.add("empty_caption", f"row {i}: {e}")
+            continue
+        try:
+            img = decode_image(row[image_column])
+            pix = fit_to_bucket(img, buckets) if buckets else center_crop_resize(img, size)
+        except BadSample as e:
+            report.add("unreadable_image", f"row {i}: {e}")
+            continue
         yield pix, opts
 
 # %% ../nbs/01_data.ipynb #5b8e6115
 def _caption_table(options_per_row):
     "Unique caption ids (the empty prompt first) and per-row (ids, weights) arrays."
-    table = {"": 0}; K = max(len(o) for o in options_per_row)
-    ids = np.full((len(options_per_row), K), -1, np.int32); ws = np.zeros((len(options_per_row), K), np.float32)
+    table = {"": 0}
+    K = max(len(o) for o in options_per_row)
+    ids = np.full((len(options_per_row), K), -1, np.int32)
+    ws = np.zeros((len(options_per_row), K), np.float32)
     for i, opts in enumerate(options_per_row):
-        for j, (c, w) in enumerate(opts): ids[i, j] = table.setdefault(c, len(table)); ws[i, j] = w
+        for j, (c, w) in enumerate(opts):
+            ids[i, j] = table.setdefault(c, len(table))
+            ws[i, j] = w
     return list(table), ids, ws
 
 # %% ../nbs/01_data.ipynb #d34e2e1f
-def prepare_dataset(ds, # a `datasets.Dataset` (or any sized iterable of dict rows)
-                    out, # output directory
-                    size:int, # training side in pixels
-                    encode, # fn(list[str]) -> (embeds (n, L, D), masks (n, L))
-                    image_column:str="image", # column holding images
-                    caption_columns:dict|None=None, # column -> weight
-                    encode_batch:int=512, # captions per encoder call
-                    meta:dict|None=None, # extra facts stored in prepared.json
-                    encode_images=None, # fn(uint8 (B, S, S, 3)) -> latents (B, C, h, w): latent mode stores these instead of pixels
-                    buckets:list|None=None, # aspect-ratio buckets (h, w) from `aspect_buckets`; None: square `size` crops
-                   )->dict: # the prepared.json content
+def _encode_captions(captions: list[str], encode, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    "Text states (bf16) and masks of every unique caption, trimmed to the longest caption."
+    embeds, masks = [], []
+    for i in range(0, len(captions), batch):
+        e, m = encode(captions[i : i + batch])
+        embeds.append(e.to(torch.bfloat16))
+        masks.append(m.bool())
+    embeds, masks = torch.cat(embeds), torch.cat(masks)
+    length = max(int(masks.sum(1).max()), 1)
+    return embeds[:, :length].contiguous(), masks[:, :length].contiguous()
+
+
+def _write_images(
+    folder: Path, pixels: list, kind: str, shapes: list, bucketed: bool, encode_images=None
+) -> np.ndarray:
+    "One array per bucket shape (one in all without buckets), encoded to latents in latent mode; each row's bucket id."
+    bucket = np.array([shapes.index(p.shape[:2]) for p in pixels], np.int64)
+    position = np.zeros(len(pixels), np.int64)
+    for b, (h, w) in enumerate(shapes):
+        rows = np.flatnonzero(bucket == b)
+        position[rows] = np.arange(len(rows))
+        if not len(rows):
+            continue
+        arr = np.stack([pixels[i] for i in rows])
+        if encode_images is not None:  # encoded once, like the text
+            arr = np.concatenate(
+                [
+                    encode_images(arr[i : i + 64]).float().cpu().numpy().astype(np.float16)
+                    for i in range(0, len(arr), 64)
+                ]
+            )
+        np.save(folder / f"{kind}{f'-{h}x{w}' if bucketed else ''}.npy", arr)
+    if bucketed:
+        np.save(folder / "buckets.npy", np.stack([bucket, position], 1))
+
+
+def prepare_dataset(
+    ds,  # a `datasets.Dataset` (or any sized iterable of dict rows)
+    out,  # output directory
+    size: int,  # training side in pixels
+    encode,  # fn(list[str]) -> (embeds (n, L, D), masks (n, L))
+    image_column: str = "image",  # column holding images
+    caption_columns: dict | None = None,  # column -> weight
+    encode_batch: int = 512,  # captions per encoder call
+    meta: dict | None = None,  # extra facts stored in prepared.json
+    encode_images=None,  # fn(uint8 (B, S, S, 3)) -> latents (B, C, h, w): latent mode stores these instead
+    buckets: list | None = None,  # aspect-ratio buckets (h, w) from `aspect_buckets`; None: square `size` crops
+) -> dict:  # the prepared.json content
     "Convert a dataset once into pixels, caption ids and cached text-encoder states."
     from safetensors.torch import save_file
-    caption_columns = caption_columns or {"caption": 1.0}; out = Path(out); report = BadDataReport()
+
+    caption_columns, out, report = caption_columns or {"caption": 1.0}, Path(out), BadDataReport()
     rows = undecoded(ds, image_column) if hasattr(ds, "cast_column") else ds
-    pix, opts = [], []
-    for p, o in clean_rows(rows, image_column, caption_columns, size, report, buckets): pix.append(p); opts.append(o)
-    if not pix: raise ValueError(f"no usable rows in the dataset: {report}")
-    uniq, ids, ws = _caption_table(opts)
-    es, ms = [], []
-    for i in range(0, len(uniq), encode_batch):
-        e, m = encode(uniq[i:i + encode_batch]); es.append(e.to(torch.bfloat16)); ms.append(m.bool())
-    E, M = torch.cat(es), torch.cat(ms); L = max(int(M.sum(1).max()), 1)
-    tmp = out.with_name(out.name + ".tmp"); shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-    kind, bl = "latents" if encode_images is not None else "pixels", [tuple(b) for b in buckets] if buckets else [(size, size)]
-    bid = np.array([bl.index(p.shape[:2]) for p in pix], np.int64); pos = np.zeros(len(pix), np.int64)
-    for b, (h, w) in enumerate(bl):  # one array per bucket shape (one in all without buckets)
-        idx = np.flatnonzero(bid == b); pos[idx] = np.arange(len(idx))
-        if not len(idx): continue
-        arr = np.stack([pix[i] for i in idx]); name = kind + (f"-{h}x{w}" if buckets else "")
-        if encode_images is not None:  # encoded once, like the text
-            arr = np.concatenate([encode_images(arr[i:i + 64]).float().cpu().numpy().astype(np.float16) for i in range(0, len(arr), 64)])
-        np.save(tmp / f"{name}.npy", arr)
-    if buckets: np.save(tmp / "buckets.npy", np.stack([bid, pos], 1))
-    np.save(tmp / "captions.npy", ids); np.save(tmp / "weights.npy", ws)
-    save_file({"embeds": E[:, :L].contiguous(), "masks": M[:, :L].contiguous()}, str(tmp / "text.safetensors"))
-    info = dict(n=len(pix), size=size, latent=encode_images is not None, captions=len(uniq), text_tokens=L, text_dim=int(E.shape[-1]), image_column=image_column,
-                caption_columns=caption_columns, buckets=[list(b) for b in bl] if buckets else None, bad=report.as_dict(), **(meta or {}))
-    (tmp / "prepared.json").write_text(json.dumps(info, indent=1)); (tmp / "captions.json").write_text(json.dumps(uniq))
-    shutil.rmtree(out, ignore_errors=True); tmp.rename(out)
+    pixels, options = [], []
+    for p, o in clean_rows(rows, image_column, caption_columns, size, report, buckets):
+        pixels.append(p)
+        options.append(o)
+    if not pixels:
+        raise ValueError(f"no usable rows in the dataset: {report}")
+    unique, ids, weights = _caption_table(options)
+    embeds, masks = _encode_captions(unique, encode, encode_batch)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shapes = [tuple(b) for b in buckets] if buckets else [(size, size)]
+    _write_images(
+        tmp, pixels, "latents" if encode_images is not None else "pixels", shapes, bool(buckets), encode_images
+    )
+    np.save(tmp / "captions.npy", ids)
+    np.save(tmp / "weights.npy", weights)
+    save_file({"embeds": embeds, "masks": masks}, str(tmp / "text.safetensors"))
+    info = dict(
+        n=len(pixels),
+        size=size,
+        latent=encode_images is not None,
+        captions=len(unique),
+        text_tokens=embeds.shape[1],
+        text_dim=int(embeds.shape[-1]),
+        image_column=image_column,
+        caption_columns=caption_columns,
+        buckets=[list(b) for b in shapes] if buckets else None,
+        bad=report.as_dict(),
+        **(meta or {}),
+    )
+    (tmp / "prepared.json").write_text(json.dumps(info, indent=1))
+    (tmp / "captions.json").write_text(json.dumps(unique))
+    replace_path(tmp, out)
     return info
 
 # %% ../nbs/01_data.ipynb #a7331bba
 class PreparedData(torch.utils.data.Dataset):
-    "Training view of a prepared directory, one piece or sharded: (pixels uint8 (3, S, S) or latents (C, h, w), caption id) per index."
-    def __init__(self, path, seed:int=0):
+    "Training view of a prepared folder (one piece or sharded): (pixels (3, S, S) or latents, caption id) per index."
+
+    def __init__(self, path, seed: int = 0):
         from safetensors.torch import load_file
+
         self.path, self.seed, self.epoch = Path(path), seed, 0
         if not (self.path / "prepared.json").exists():
-            raise FileNotFoundError(f"{path} is not a prepared dataset (no prepared.json): run prepare_dataset, or `prx-nb data prepare` to the end")
+            raise FileNotFoundError(
+                f"{path} is not a prepared dataset (no prepared.json): run prepare_dataset, or `prx-nb data prepare` to"
+                " the end"
+            )
         self.info = json.loads((self.path / "prepared.json").read_text())
         parts = [self.path / s for s in self.info["shards"]] if "shards" in self.info else [self.path]
-        self._pixels, ids, ws, es, ms, self._caps, off = [], [], [], [], [], [], 0; self.latent = bool(self.info.get("latent"))
+        self._pixels, ids, ws, es, ms, self._caps, off = [], [], [], [], [], [], 0
+        self.latent = bool(self.info.get("latent"))
         kind, self._bucket, self._pos = "latents" if self.latent else "pixels", [], []
         for p in parts:  # caption ids of shard k move past the captions of shards 0..k-1
             pi = json.loads((p / "prepared.json").read_text())
             if pi.get("buckets"):  # one array per bucket shape; buckets.npy holds (bucket, position) per row
-                self._pixels.append({b: np.load(p / f"{kind}-{h}x{w}.npy", mmap_mode="r") for b, (h, w) in enumerate(pi["buckets"])
-                                     if (p / f"{kind}-{h}x{w}.npy").exists()})
-                bp = np.load(p / "buckets.npy"); self._bucket.append(bp[:, 0]); self._pos.append(bp[:, 1])
+                self._pixels.append(
+                    {
+                        b: np.load(p / f"{kind}-{h}x{w}.npy", mmap_mode="r")
+                        for b, (h, w) in enumerate(pi["buckets"])
+                        if (p / f"{kind}-{h}x{w}.npy").exists()
+                    }
+                )
+                bp = np.load(p / "buckets.npy")
+                self._bucket.append(bp[:, 0])
+                self._pos.append(bp[:, 1])
             else:
-                a = np.load(p / f"{kind}.npy", mmap_mode="r"); self._pixels.append({0: a})
-                self._bucket.append(np.zeros(len(a), np.int64)); self._pos.append(np.arange(len(a)))
-            i_ = np.load(p / "captions.npy"); ids.append(np.where(i_ >= 0, i_ + off, -1))
-            ws.append(np.load(p / "weights.npy")); t = load_file(str(p / "text.safetensors")); es.append(t["embeds"]); ms.append(t["masks"])
-            self._caps.append(p / "captions.json"); off += len(t["embeds"])
+                a = np.load(p / f"{kind}.npy", mmap_mode="r")
+                self._pixels.append({0: a})
+                self._bucket.append(np.zeros(len(a), np.int64))
+                self._pos.append(np.arange(len(a)))
+            i_ = np.load(p / "captions.npy")
+            ids.append(np.where(i_ >= 0, i_ + off, -1))
+            ws.append(np.load(p / "weights.npy"))
+            t = load_file(str(p / "text.safetensors"))
+            es.append(t["embeds"])
+            ms.append(t["masks"])
+            self._caps.append(p / "captions.json")
+            off += len(t["embeds"])
         L, K = max(e.shape[1] for e in es), max(w.shape[1] for w in ws)
         pad = torch.nn.functional.pad
-        self.embeds = torch.cat([pad(e, (0, 0, 0, L - e.shape[1])) for e in es]); self.masks = torch.cat([pad(m, (0, L - m.shape[1])) for m in ms])
+        self.embeds = torch.cat([pad(e, (0, 0, 0, L - e.shape[1])) for e in es])
+        self.masks = torch.cat([pad(m, (0, L - m.shape[1])) for m in ms])
         self.ids = np.concatenate([np.pad(i, ((0, 0), (0, K - i.shape[1])), constant_values=-1) for i in ids])
         self.weights = np.concatenate([np.pad(w, ((0, 0), (0, K - w.shape[1]))) for w in ws])
         self._shard = np.concatenate([np.full(len(b), k) for k, b in enumerate(self._bucket)])
         self.bucket, self._pos = np.concatenate(self._bucket), np.concatenate(self._pos)
         self.buckets = [tuple(b) for b in self.info["buckets"]] if self.info.get("buckets") else None
 
-    def __len__(self): return len(self.ids)
-    def set_epoch(self, epoch:int): self.epoch = epoch
-    def captions(self)->list[str]: return [c for p in self._caps for c in json.loads(p.read_text())]
+    def __len__(self):
+        return len(self.ids)
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def captions(self) -> list[str]:
+        return [c for p in self._caps for c in json.loads(p.read_text())]
 
     def __getitem__(self, i):
-        rng = np.random.default_rng([self.seed, self.epoch, int(i)]); w = self.weights[i]
-        cid = int(self.ids[i, rng.choice(len(w), p=w / w.sum())])
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])  # a caption per (seed, epoch, index)
+        cid = int(pick_caption(self.ids[i], self.weights[i], rng))
         x = torch.from_numpy(np.array(self._pixels[self._shard[i]][self.bucket[i]][self._pos[i]]))
         return (x.float() if self.latent else x.permute(2, 0, 1)), cid
 
 # %% ../nbs/01_data.ipynb #34fc29de
-def _shard_done(d:Path, meta:dict|None)->bool:
+def _shard_done(d: Path, meta: dict | None) -> bool:
     "Was shard folder `d` finished by an earlier run with the same settings?"
-    return (d / "prepared.json").exists() and json.loads((d / "prepared.json").read_text()).get("key") == (meta or {}).get("key")
+    return (d / "prepared.json").exists() and json.loads((d / "prepared.json").read_text()).get("key") == (
+        meta or {}
+    ).get("key")
 
-def prepare_shards(ds, # a `datasets.Dataset`
-                   out, size:int, encode, image_column:str="image", caption_columns:dict|None=None, # as `prepare_dataset`
-                   shard_size:int=50_000, # rows per shard
-                   rank:int=0, world:int=1, # this worker and the number of workers: worker r takes shards r, r + world, ...
-                   meta:dict|None=None, encode_images=None, buckets:list|None=None)->dict|None: # the index, or None while shards are missing
+
+def prepare_shards(
+    ds,  # a `datasets.Dataset`
+    out,
+    size: int,
+    encode,
+    image_column: str = "image",
+    caption_columns: dict | None = None,  # as `prepare_dataset`
+    shard_size: int = 50_000,  # rows per shard
+    rank: int = 0,
+    world: int = 1,  # this worker and the number of workers: worker r takes shards r, r + world, ...
+    meta: dict | None = None,
+    encode_images=None,
+    buckets: list | None = None,
+) -> dict | None:  # the index, or None while shards are missing
     "Prepare a dataset as shards: resumable (finished shards are kept) and parallel (workers take disjoint shards)."
-    out = Path(out); out.mkdir(parents=True, exist_ok=True); n = len(ds); k = max(1, math.ceil(n / shard_size))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    n = len(ds)
+    k = max(1, math.ceil(n / shard_size))
     for s in range(rank, k, world):
         d = out / f"shard-{s:05d}"
-        if _shard_done(d, meta): continue
+        if _shard_done(d, meta):
+            continue
         rows = ds.select(range(s * shard_size, min(n, (s + 1) * shard_size)))
-        prepare_dataset(rows, d, size, encode, image_column, caption_columns, meta=dict(key=(meta or {}).get("key"), shard=s), encode_images=encode_images,
-                        buckets=buckets)
+        prepare_dataset(
+            rows,
+            d,
+            size,
+            encode,
+            image_column,
+            caption_columns,
+            meta=dict(key=(meta or {}).get("key"), shard=s),
+            encode_images=encode_images,
+            buckets=buckets,
+        )
     return finish_shards(out, k, meta)
 
-def prepare_stream(stream, # an iterable of rows: a streamed `datasets` dataset (hub or local), already split per worker
-                   out, size:int, encode, image_column:str="image", caption_columns:dict|None=None, # as `prepare_dataset`
-                   shard_size:int=50_000, # rows per shard
-                   rank:int=0, world:int=1, # this worker and the number of workers (shards rank, rank + world, ... are this worker's)
-                   meta:dict|None=None, encode_images=None, buckets:list|None=None)->dict|None: # the index, or None while workers run
+
+def prepare_stream(
+    stream,  # an iterable of rows: a streamed `datasets` dataset (hub or local), already split per worker
+    out,
+    size: int,
+    encode,
+    image_column: str = "image",
+    caption_columns: dict | None = None,  # as `prepare_dataset`
+    shard_size: int = 50_000,  # rows per shard
+    rank: int = 0,
+    world: int = 1,  # this worker and the number of workers (shards rank, rank + world, ... are this worker's)
+    meta: dict | None = None,
+    encode_images=None,
+    buckets: list | None = None,
+) -> dict | None:  # the index, or None while workers run
     "Prepare a stream shard by shard as it arrives, so the source never has to fit on a disk; resumable and parallel."
     import itertools
-    out = Path(out); out.mkdir(parents=True, exist_ok=True); it, j = iter(stream), 0
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    it, j = iter(stream), 0
     while chunk := list(itertools.islice(it, shard_size)):
-        sid = j * world + rank; d = out / f"shard-{sid:05d}"; j += 1
-        if _shard_done(d, meta): continue  # read past it, prepare nothing
-        prepare_dataset(chunk, d, size, encode, image_column, caption_columns, meta=dict(key=(meta or {}).get("key"), shard=sid),
-                        encode_images=encode_images, buckets=buckets)
+        sid = j * world + rank
+        d = out / f"shard-{sid:05d}"
+        j += 1
+        if _shard_done(d, meta):
+            continue  # read past it, prepare nothing
+        prepare_dataset(
+            chunk,
+            d,
+            size,
+            encode,
+            image_column,
+            caption_columns,
+            meta=dict(key=(meta or {}).get("key"), shard=sid),
+            encode_images=encode_images,
+            buckets=buckets,
+        )
     (out / f"worker-{rank}-of-{world}.json").write_text(json.dumps(dict(shards=j, key=(meta or {}).get("key"))))
     done = [out / f"worker-{r}-of-{world}.json" for r in range(world)]
-    if not all(p.exists() and json.loads(p.read_text())["key"] == (meta or {}).get("key") for p in done): return None
+    if not all(p.exists() and json.loads(p.read_text())["key"] == (meta or {}).get("key") for p in done):
+        return None
     return finish_shards(out, sum(json.loads(p.read_text())["shards"] for p in done), meta)
 
-def finish_shards(out, k:int, meta:dict|None=None)->dict|None:
+
+def finish_shards(out, k: int, meta: dict | None = None) -> dict | None:
     "Index `k` finished shards in out/prepared.json (atomically); None while any is missing."
-    out = Path(out); parts = [out / f"shard-{s:05d}" for s in range(k)]
-    if not all((p / "prepared.json").exists() for p in parts): return None
-    infos = [json.loads((p / "prepared.json").read_text()) for p in parts]; bad = BadDataReport()
+    out = Path(out)
+    parts = [out / f"shard-{s:05d}" for s in range(k)]
+    if not all((p / "prepared.json").exists() for p in parts):
+        return None
+    infos = [json.loads((p / "prepared.json").read_text()) for p in parts]
+    bad = BadDataReport()
     for i in infos:
-        for r, c in i["bad"]["by_reason"].items(): bad.counts[r] = bad.counts.get(r, 0) + c
-        for r, ex in i["bad"]["examples"].items(): bad.examples.setdefault(r, []).extend(ex[:5 - len(bad.examples.get(r, []))])
-    info = dict(n=sum(i["n"] for i in infos), size=infos[0]["size"], latent=infos[0].get("latent", False), shards=[p.name for p in parts], captions=sum(i["captions"] for i in infos),
-                text_tokens=max(i["text_tokens"] for i in infos), text_dim=infos[0]["text_dim"], image_column=infos[0]["image_column"],
-                caption_columns=infos[0]["caption_columns"], buckets=infos[0].get("buckets"), bad=bad.as_dict(), **(meta or {}))
-    tmp = out / "prepared.json.tmp"; tmp.write_text(json.dumps(info, indent=1)); os.replace(tmp, out / "prepared.json")
+        for r, c in i["bad"]["by_reason"].items():
+            bad.counts[r] = bad.counts.get(r, 0) + c
+        for r, ex in i["bad"]["examples"].items():
+            bad.examples.setdefault(r, []).extend(ex[: 5 - len(bad.examples.get(r, []))])
+    info = dict(
+        n=sum(i["n"] for i in infos),
+        size=infos[0]["size"],
+        latent=infos[0].get("latent", False),
+        shards=[p.name for p in parts],
+        captions=sum(i["captions"] for i in infos),
+        text_tokens=max(i["text_tokens"] for i in infos),
+        text_dim=infos[0]["text_dim"],
+        image_column=infos[0]["image_column"],
+        caption_columns=infos[0]["caption_columns"],
+        buckets=infos[0].get("buckets"),
+        bad=bad.as_dict(),
+        **(meta or {}),
+    )
+    write_atomic(out / "prepared.json", json.dumps(info, indent=1))
     return info
 
 # %% ../nbs/01_data.ipynb #dbe3abb2
-def aspect_buckets(size:int, # side of the square bucket; every bucket has about size² pixels
-                   multiple:int=32, # bucket sides are multiples of this (the patch size, times the VAE's factor)
-                   ratios=(0.5, 0.75, 1.0, 4 / 3, 2.0), # width / height of each bucket
-                  )->list[tuple[int, int]]:
+def aspect_buckets(
+    size: int,  # side of the square bucket; every bucket has about size² pixels
+    multiple: int = 32,  # bucket sides are multiples of this (the patch size, times the VAE's factor)
+    ratios=(0.5, 0.75, 1.0, 4 / 3, 2.0),  # width / height of each bucket
+) -> list[tuple[int, int]]:
     "Bucket shapes (h, w) for aspect ratios `ratios`, each with about size² pixels."
     out = []
     for r in ratios:
         h, w = (max(multiple, round(size * f / multiple) * multiple) for f in (1 / math.sqrt(r), math.sqrt(r)))
-        if (h, w) not in out: out.append((h, w))
+        if (h, w) not in out:
+            out.append((h, w))
     return out
+
 
 class BucketBatchSampler(torch.utils.data.Sampler):
     "Batches of indices from one aspect-ratio bucket each, shuffled by (seed, epoch); incomplete batches are dropped."
-    def __init__(self, buckets, # bucket id per index (`PreparedData.bucket`)
-                 batch_size:int, seed:int=0):
+
+    def __init__(self, buckets, batch_size: int, seed: int = 0):  # bucket id per index (`PreparedData.bucket`)
         self.b, self.bs, self.seed, self.epoch = np.asarray(buckets), batch_size, seed, 0
-    def set_epoch(self, epoch:int): self.epoch = epoch
-    def __len__(self): return sum(int((self.b == b).sum()) // self.bs for b in np.unique(self.b))
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __len__(self):
+        return sum(int((self.b == b).sum()) // self.bs for b in np.unique(self.b))
+
     def __iter__(self):
         rng, batches = np.random.default_rng([self.seed, self.epoch]), []
         for b in np.unique(self.b):
             idx = rng.permutation(np.flatnonzero(self.b == b))
-            batches += [idx[i:i + self.bs].tolist() for i in range(0, len(idx) - self.bs + 1, self.bs)]
+            batches += [idx[i : i + self.bs].tolist() for i in range(0, len(idx) - self.bs + 1, self.bs)]
         return iter([batches[j] for j in rng.permutation(len(batches))])

@@ -6,7 +6,8 @@ import os, sys
 import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor
-from prx_nb.architecture import build_denoiser, sample_timesteps, add_noise, x_pred_loss
+from prx_nb.architecture import build_denoiser
+from prx_nb.flow import sample_timesteps, add_noise, x_pred_loss
 from prx_nb.tricks import DenoiserEMA
 
 out, steps, shard = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "shard"

@@ -22,6 +22,18 @@ def test_unknown_config_key_is_a_clear_error():
     assert "train.learning_rate" in r.stderr and "lr" in r.stderr and "warmup_steps" in r.stderr
 
 
+def test_bad_values_name_the_key_value_and_what_is_accepted(tmp_path):
+    "A wrong value ends in one line naming the key, the value and what the key accepts; no traceback, nothing trained."
+    for override, words in (("train.lr=abc", ("train.lr", "'abc'", "a number")),
+                            ("train.batch_size=0", ("train.batch_size", "0", ">= 1"))):
+        r = run([PRX, "train", "--preset", "shapes-tiny", "--out", str(tmp_path / "x"), override], check=False)
+        assert r.returncode != 0, r.stdout
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+        assert all(w in lines[0] for w in words), lines[0]
+    assert not (tmp_path / "x" / "metrics.jsonl").exists()
+
+
 def test_unknown_preset_and_bad_override():
     r = run([PRX, "config", "--preset", "nope"], check=False)
     assert r.returncode == 2 and "shapes-cpu" in r.stderr

@@ -18,12 +18,20 @@ def test_every_notebook_processes_for_docs(monkeypatch):
         assert nb.cells, nb_path
 
 
+CHAPTERS = {"01_data": "data", "02_architecture": "architecture", "03_flow": "flow", "04_teachers": "teachers",
+            "05_tricks": "tricks", "06_optim": "optim", "07_lora": "lora", "08_config": "config", "09_train": "train",
+            "10_eval": "eval", "11_speedrun": "speedrun", "12_cli": "cli"}
+
+
 def test_chapters_and_modules():
+    "One notebook per module in reading order, a results notebook that exports nothing, and the index."
     names = sorted(p.stem for p in (ROOT / "nbs").glob("*.ipynb"))
-    assert names == ["01_data", "02_architecture", "03_tricks", "04_speedrun", "05_eval", "index"]
-    for nb, mod in [("01_data", "data"), ("02_architecture", "architecture"), ("03_tricks", "tricks"), ("04_speedrun", "speedrun"), ("05_eval", "eval")]:
+    assert names == [*CHAPTERS, "13_results", "index"]
+    for nb, mod in CHAPTERS.items():
         src = "".join("".join(c["source"]) for c in json.loads((ROOT / "nbs" / f"{nb}.ipynb").read_text())["cells"])
         assert f"#| default_exp {mod}" in src
+    results = "".join("".join(c["source"]) for c in json.loads((ROOT / "nbs" / "13_results.ipynb").read_text())["cells"])
+    assert "default_exp" not in results and "#| export" not in results
 
 
 def test_docs_site_config():
@@ -34,6 +42,22 @@ def test_docs_site_config():
     assert (ROOT / "nbs" / "styles.css").exists()
     side = yaml.safe_load((ROOT / "nbs" / "sidebar.yml").read_text())["website"]["sidebar"]["contents"]
     chapters = side[1]["contents"]
-    assert side[0] == "index.ipynb" and chapters == sorted(p.name for p in (ROOT / "nbs").glob("0*.ipynb"))
+    assert side[0] == "index.ipynb" and chapters == [f"{nb}.ipynb" for nb in CHAPTERS]
+    assert side[2]["contents"] == ["13_results.ipynb"]
     wf = yaml.safe_load((ROOT / ".github" / "workflows" / "deploy.yaml").read_text())
     assert wf["jobs"]["deploy"]["steps"][0]["uses"].startswith("fastai/workflows/quarto-ghp")
+
+
+def test_ci_and_release_workflows():
+    "The test workflow runs the README's test command on push; the release workflow builds and publishes on a tag."
+    import yaml
+    test = yaml.safe_load((ROOT / ".github" / "workflows" / "test.yaml").read_text())
+    on = test.get("on", test.get(True))  # YAML 1.1 reads a bare `on` key as True
+    assert "push" in on
+    steps = [s.get("run", "") for s in test["jobs"]["test"]["steps"]]
+    assert "make test" in (ROOT / "README.md").read_text() and any("make test" in s for s in steps)
+    release = yaml.safe_load((ROOT / ".github" / "workflows" / "release.yaml").read_text())
+    on = release.get("on", release.get(True))
+    assert "tags" in on["push"]
+    text = yaml.safe_dump(release)
+    assert "python -m build" in text and "pypa/gh-action-pypi-publish" in text

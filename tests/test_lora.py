@@ -7,7 +7,7 @@ from conftest import run
 pytest.importorskip("peft")
 from diffusers import PRXTransformer2DModel
 from prx_nb.architecture import build_denoiser
-from prx_nb.tricks import add_lora, lora_target_modules, merge_lora, save_lora
+from prx_nb.lora import add_lora, lora_target_modules, merge_lora, save_lora
 
 SCRIPT = textwrap.dedent('''
     import json, sys, torch

@@ -2,7 +2,7 @@
 import copy
 import torch
 from prx_nb.architecture import build_denoiser
-from prx_nb.tricks import GroupedMuon
+from prx_nb.optim import GroupedMuon
 
 KW = dict(lr=4e-3, momentum=0.95, nesterov=True, ns_steps=5, adjust_lr_fn="match_rms_adamw")
 

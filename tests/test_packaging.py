@@ -2,21 +2,28 @@
 import importlib, zipfile
 from conftest import ROOT, run, BIN
 
+MODULES = ("data", "architecture", "flow", "teachers", "tricks", "optim", "lora", "config", "train", "eval", "speedrun", "cli")
+
 
 def test_console_script_and_modules():
     from importlib.metadata import entry_points
     eps = {e.name: e.value for e in entry_points(group="console_scripts")}
-    assert eps.get("prx-nb") == "prx_nb.speedrun:main"
-    for m in ("data", "architecture", "tricks", "speedrun", "eval"): importlib.import_module(f"prx_nb.{m}")
+    assert eps.get("prx-nb") == "prx_nb.cli:main"
+    for m in MODULES: importlib.import_module(f"prx_nb.{m}")
 
 
 def test_wheel_contains_every_chapter_module(tmp_path):
     run([str(BIN / "python"), "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)])
     whl = next(tmp_path.glob("prx_nb-*.whl"))
     names = zipfile.ZipFile(whl).namelist()
-    for m in ("data", "architecture", "tricks", "speedrun", "eval", "_modidx"): assert f"prx_nb/{m}.py" in names
+    for m in (*MODULES, "_modidx", "__main__"): assert f"prx_nb/{m}.py" in names
 
 
 def test_data_card_carries_the_spec():
     card = (ROOT / "data_cards" / "shapes.md").read_text()
     for s in ("(220,40,40)", "max(4, 0.005·S²)", "f > 0.88 square", "(green, triangle)"): assert s in card
+
+
+def test_version_names_the_libraries():
+    out = run([str(BIN / "prx-nb"), "--version"]).stdout
+    for name in ("prx-nb", "torch", "diffusers", "transformers", "accelerate", "datasets"): assert name in out

@@ -62,7 +62,9 @@ def test_missing_column_names_the_fix():
 def test_caption_mix_frequencies():
     opts = caption_options(dict(a="x", b=["y", "z", ""]), {"a": .5, "b": .5})
     assert opts == [("x", .5), ("y", .25), ("z", .25)]
-    rng = random.Random(0); draws = [pick_caption(opts, rng) for _ in range(4000)]
+    captions, weights = [c for c, _ in opts], np.array([w for _, w in opts])
+    rng = np.random.default_rng(0)
+    draws = [pick_caption(captions, weights, rng) for _ in range(4000)]
     assert abs(draws.count("x") / 4000 - .5) < .03 and abs(draws.count("z") / 4000 - .25) < .03
     with pytest.raises(BadSample): caption_options(dict(a=" ", b=[]), {"a": 1, "b": 1})
 
