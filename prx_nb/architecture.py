@@ -6,8 +6,6 @@ Docs: https://prx-nb.github.io/prx-nb/architecture.html.md"""
 
 # %% ../nbs/02_architecture.ipynb #4a6b4edd
 from __future__ import annotations
-import json, math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
