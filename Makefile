@@ -16,7 +16,7 @@ $(BIN)/prx-nb: pyproject.toml
 venv: $(BIN)/prx-nb ## make .venv with pip and install prx-nb with its extras
 
 speedrun: venv ## train, save, judge and report a Shapes model in $(OUT)
-	$(BIN)/prx-nb speedrun --preset $(PRESET) --out $(OUT)
+	$(BIN)/prx-nb speedrun --preset $(PRESET) --out $(OUT) --overwrite
 
 nbtest: venv ## run every notebook (cells flagged slow/gpu/multigpu are skipped)
 	$(BIN)/nbdev-test --n-workers 1 --timing

@@ -33,7 +33,7 @@ from prx_nb.data import (
     cell_of,
     fill_class,
 )
-from .teachers import VisionTeacher, train_shapes_teacher
+from .teachers import VisionTeacher, torch_hub_file, train_shapes_teacher
 from .architecture import generate
 
 # %% auto #0
@@ -281,7 +281,8 @@ class InceptionFeatures:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
         import os
 
-        path = weights or os.path.join(torch.hub.get_dir(), "checkpoints", self.FILE)
+        url = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{self.FILE}"
+        path = weights or str(torch_hub_file(url, "FID (InceptionV3)", "pass --inception-weights PATH"))
         try:
             self.net = FeatureExtractorInceptionV3(
                 "inception-v3-compat", ["2048"], feature_extractor_weights_path=path if os.path.exists(path) else None
@@ -471,10 +472,18 @@ def evaluate(
     return out
 
 # %% ../nbs/10_eval.ipynb #5f537253
+def _record(line: str) -> dict | None:
+    "One metrics.jsonl line as a record; None for a blank line or one torn by a crash mid-write."
+    try:
+        return json.loads(line) if line.strip() else None
+    except json.JSONDecodeError:
+        return None
+
+
 def read_log(out) -> list[dict]:
     "The records of a run's metrics.jsonl."
     p = Path(out) / "metrics.jsonl"
-    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
+    return [r for r in map(_record, p.read_text().splitlines()) if r is not None] if p.exists() else []
 
 
 def run_records(out) -> list[dict]:

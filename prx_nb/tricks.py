@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from diffusers.training_utils import EMAModel
 
 from .config import TricksConfig
-from .teachers import VisionTeacher, train_shapes_teacher
+from .teachers import VisionTeacher, torch_hub_file, train_shapes_teacher
 
 # %% auto #0
 __all__ = ['DenoiserEMA', 'TREAD', 'TreadGuidance', 'BlockTap', 'REPA', 'LPIPSLoss', 'DINOPerceptualLoss', 'Tricks']
@@ -255,6 +255,11 @@ class LPIPSLoss(nn.Module):
             import lpips
         except ImportError as e:
             raise ImportError("the LPIPS loss needs `pip install lpips`") from e
+        if pretrained:  # offline, name the missing backbone file instead of failing inside a download
+            from torchvision.models import AlexNet_Weights, VGG16_Weights
+
+            url = (VGG16_Weights if net == "vgg" else AlexNet_Weights).IMAGENET1K_V1.url
+            torch_hub_file(url, f"the LPIPS loss (tricks.lpips, {net})", "turn the loss off with tricks.lpips=0")
         import warnings
 
         try:

@@ -1,0 +1,186 @@
+"""Faults made to happen for real: each test runs a training in a subprocess with its own timeout, injects one fault
+(a folder of another run, a non-finite gradient, a tiny dataset, a damaged checkpoint, a signal at a chosen step, a torn
+log line, a missing download offline, a bad value) and checks how the run ends: it continues correctly, it stops with one
+line naming the problem and the fix, or it resumes from the last good state. The policy table is in the train chapter."""
+import json, math, os, signal, subprocess, sys, textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+TIMEOUT = 300  # seconds: a run that hangs fails its test instead of the suite
+TINY = ["--preset", "shapes-tiny", "train.mixed_precision=no", "eval.every=0"]
+
+# Runs `prx-nb ARGV` with faults injected into the denoiser and the checkpoint writer (spec as JSON in PRX_NB_FAULTS):
+# nan_loss / inf_grad: training forwards (1-based) whose output / gradient is made non-finite; sigterm: the forward
+# during which the process signals itself; raise: the forward that raises; saves: a file listing every checkpoint saved.
+INJECT = textwrap.dedent('''
+    import importlib, json, os, signal, sys
+    spec = json.loads(os.environ["PRX_NB_FAULTS"])
+    try: loop = importlib.import_module("prx_nb.train")  # where the loop looks its helpers up
+    except ImportError: loop = importlib.import_module("prx_nb.speedrun")
+    make_denoiser, save_checkpoint = loop.make_denoiser, loop.save_checkpoint
+    def faulty(*args, **kwargs):
+        model, calls = make_denoiser(*args, **kwargs), [0]
+        def forward_hook(module, inputs, out):
+            if not module.training: return out
+            calls[0] += 1
+            if calls[0] == spec.get("sigterm"): os.kill(os.getpid(), signal.SIGTERM)
+            if calls[0] == spec.get("raise"): raise RuntimeError("injected")
+            if calls[0] in spec.get("nan_loss", []): out.sample = out.sample * float("nan")
+            return out
+        model.register_forward_hook(forward_hook)
+        first = next(model.parameters())
+        first.register_hook(lambda g: g * float("inf") if calls[0] in spec.get("inf_grad", []) else g)
+        return model
+    def counted(accelerator, out, step, *args, **kwargs):
+        with open(spec["saves"], "a") as f: f.write(f"{step}\\n")
+        return save_checkpoint(accelerator, out, step, *args, **kwargs)
+    loop.make_denoiser = faulty
+    if spec.get("saves"): loop.save_checkpoint = counted
+    try: main = importlib.import_module("prx_nb.cli").main
+    except ImportError: main = importlib.import_module("prx_nb.speedrun").main
+    try: rc = main(sys.argv[1:])
+    except RuntimeError as e:
+        print(f"raised: {e}; SIGINT handler restored: {signal.getsignal(signal.SIGINT) is signal.default_int_handler}")
+        rc = 1
+    sys.exit(rc)
+''')
+
+
+def prx(*args, faults:dict|None=None, env:dict|None=None, timeout:int=TIMEOUT, tmp:Path|None=None):
+    "Run `python -m prx_nb ARGS` (with `faults` injected) in its own process group; a hang is killed and fails."
+    args = [str(a) for a in args]
+    overrides = [a for a in args if "=" in a and not a.startswith("-")]  # section.key=value, all at the end for argparse
+    args = [a for a in args if a not in overrides] + overrides
+    cmd = [sys.executable, "-m", "prx_nb", *args]
+    extra = dict(env or {})
+    if faults is not None:
+        script = Path(tmp) / "inject.py"
+        script.write_text(INJECT)
+        cmd = [sys.executable, str(script), *args]
+        extra["PRX_NB_FAULTS"] = json.dumps(faults)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                                 "TOKENIZERS_PARALLELISM": "false", **extra})
+    try: out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"{args} hung for {timeout} s")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def records(out:Path)->list[dict]:
+    return [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip().endswith("}")]
+
+
+def weights(out:Path)->dict:
+    from safetensors.torch import load_file
+    return load_file(str(out / "pipeline" / "transformer" / "diffusion_pytorch_model.safetensors"))
+
+
+def test_fresh_run_into_another_runs_folder_refuses(tmp_path):
+    out = tmp_path / "run"
+    assert prx("train", *TINY, "--out", out, "--max-steps", 24, "--checkpoint-every", 8).returncode == 0
+    r = prx("train", *TINY, "--out", out, "--max-steps", 8, "--checkpoint-every", 4)
+    assert r.returncode == 2 and "--resume latest" in r.stderr and "--overwrite" in r.stderr, r.stderr[-800:]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-16", "step-24"]  # nothing was touched
+    r = prx("train", *TINY, "--out", out, "--max-steps", 8, "--checkpoint-every", 4, "--overwrite")
+    assert r.returncode == 0, r.stderr[-800:]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-4", "step-8"]  # only the new run's
+    assert json.loads((out / "run.json").read_text())["config"]["train"]["max_steps"] == 8
+
+
+def test_resume_with_another_recipe_refuses(tmp_path):
+    out = tmp_path / "run"
+    assert prx("train", *TINY, "--out", out, "--max-steps", 8, "--checkpoint-every", 4).returncode == 0
+    r = prx("train", *TINY, "--out", out, "--max-steps", 12, "--resume", "latest", "train.lr=0.01")
+    assert r.returncode == 2 and "train.lr" in r.stderr, r.stderr[-800:]
+    r = prx("train", *TINY, "--out", out, "--max-steps", 12, "--resume", "latest")  # a longer budget is the same run
+    assert r.returncode == 0 and json.loads(r.stdout[r.stdout.index("{"):])["steps"] == 12, r.stderr[-800:]
+
+
+def test_resume_without_a_checkpoint_says_so(tmp_path):
+    r = prx("train", *TINY, "--out", tmp_path / "a", "--max-steps", 4, "--resume", "latest")
+    assert r.returncode == 0 and "no checkpoint" in r.stderr, r.stderr[-800:]
+    r = prx("train", *TINY, "--out", tmp_path / "b", "--max-steps", 4, "--resume", "3")
+    assert r.returncode == 2 and "step-3" in r.stderr, r.stderr[-800:]
+
+
+def test_non_finite_gradients_skip_the_whole_step(tmp_path):
+    "An inf gradient with a finite loss: the step is dropped and logged with its norm; the weights stay finite."
+    out = tmp_path / "run"
+    r = prx("train", *TINY, "--out", out, "--max-steps", 10, "train.log_every=1", faults=dict(inf_grad=[3, 4]), tmp=tmp_path)
+    assert r.returncode == 0, r.stderr[-800:]
+    assert all(torch.isfinite(w).all() for w in weights(out).values())
+    skips = [r for r in records(out) if r.get("event") == "skip"]
+    assert len(skips) == 2 and all(s["what"] == "gradient" and not math.isfinite(s["grad_norm"]) for s in skips), skips
+    assert all("grad_norm" in r for r in records(out) if "loss" in r and "event" not in r)
+
+
+def test_intermittent_bad_steps_stop_the_run(tmp_path):
+    "Every other loss NaN: no streak, but the window of recent batches stops the run with what to change."
+    out = tmp_path / "run"
+    bad = list(range(2, 200, 2))
+    r = prx("train", *TINY, "--out", out, "--max-steps", 60, "train.max_bad_steps=3", faults=dict(nan_loss=bad), tmp=tmp_path)
+    assert r.returncode == 2 and "non-finite" in r.stderr and "train.lr" in r.stderr, (r.returncode, r.stderr[-800:])
+    assert sum(e.get("event") == "skip" for e in records(out)) == 3 and not (out / "pipeline").exists()
+
+
+def test_dataset_smaller_than_one_batch_stops(tmp_path):
+    r = prx("train", *TINY, "--out", tmp_path / "run", "--max-steps", 5, "data.n=8", timeout=180)
+    assert r.returncode == 2 and "train.batch_size" in r.stderr and "8 rows" in r.stderr, r.stderr[-800:]
+
+
+def test_damaged_checkpoint_falls_back_to_the_one_before(tmp_path):
+    out = tmp_path / "run"
+    assert prx("train", *TINY, "--out", out, "--max-steps", 8, "--checkpoint-every", 4).returncode == 0
+    model = out / "checkpoints" / "step-8" / "model.safetensors"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])  # truncated, as a full disk leaves it
+    r = prx("train", *TINY, "--out", out, "--max-steps", 12, "--checkpoint-every", 4, "--resume", "latest")
+    assert r.returncode == 0 and "step-8 is damaged" in r.stderr, r.stderr[-800:]
+    starts = [e for e in records(out) if e.get("event") == "start"]
+    assert starts[-1]["step"] == 4 and json.loads(r.stdout[r.stdout.index("{"):])["steps"] == 12
+
+
+def test_sigterm_on_a_checkpoint_step_saves_once_and_exits_3(tmp_path):
+    out, saves = tmp_path / "run", tmp_path / "saves.txt"
+    r = prx("train", *TINY, "--out", out, "--max-steps", 20, "--checkpoint-every", 4, faults=dict(sigterm=4, saves=str(saves)),
+            tmp=tmp_path)
+    assert r.returncode == 3, (r.returncode, r.stderr[-800:])
+    assert saves.read_text().split() == ["4"] and not (out / "pipeline").exists()
+    r = prx("speedrun", *TINY, "--out", out, "--overwrite", faults=dict(sigterm=2), tmp=tmp_path)
+    assert r.returncode == 3 and not (out / "metrics.json").exists(), r.stderr[-800:]  # nothing judged
+
+
+def test_signal_handlers_come_back_after_an_exception(tmp_path):
+    r = prx("train", *TINY, "--out", tmp_path / "run", "--max-steps", 8, faults={"raise": 3}, tmp=tmp_path)
+    assert "SIGINT handler restored: True" in r.stdout, r.stdout[-500:] + r.stderr[-500:]
+
+
+def test_a_torn_log_line_spoils_only_itself(tmp_path):
+    out = tmp_path / "run"
+    assert prx("train", *TINY, "--out", out, "--max-steps", 8, "--checkpoint-every", 4).returncode == 0
+    with open(out / "metrics.jsonl", "a") as f: f.write('{"step": 9, "lo')  # killed mid-write
+    assert prx("train", *TINY, "--out", out, "--max-steps", 12, "--resume", "latest").returncode == 0
+    from prx_nb.eval import read_log
+    log = read_log(out)
+    assert log[-1]["event"] == "end" and log[-1]["steps"] == 12
+
+
+def test_offline_lpips_names_the_missing_file(tmp_path):
+    r = prx("train", *TINY, "--out", tmp_path / "run", "--max-steps", 2, "tricks.lpips=0.1",
+            env=dict(TORCH_HOME=str(tmp_path / "empty-hub")), timeout=180)
+    assert r.returncode == 2 and "vgg16-397923af.pth" in r.stderr and "HF_HUB_OFFLINE" in r.stderr, r.stderr[-800:]
+
+
+@pytest.mark.parametrize("overrides", [["train.log_every=0"], ["train.ema_every=0"], ["data.size=36"],
+                                       ["data.size=36", "data.source=./photos", "model.patch_size=8"],
+                                       ["data.proportions={single: 1.0, count: 0.5}"]])
+def test_bad_values_stop_before_any_work(tmp_path, overrides):
+    out = tmp_path / "run"
+    r = prx("train", *TINY, "--out", out, "--max-steps", 2, *overrides, timeout=120)
+    key = overrides[0].split("=")[0]
+    assert r.returncode == 2 and key in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr[-800:]
+    assert not (out / "data").exists()  # nothing was built or prepared
