@@ -101,7 +101,8 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path):
     assert r.returncode == 2 and "flow.noise_scale=nan: expected > 0" in r.stderr  # a NaN setting is refused up front
     # a NaN timestep scale inside the model (model.* takes any float) makes every loss NaN at run time
     r = run([PRX, "train", "--preset", "shapes-tiny", "--out", str(out), "model.time_factor=.nan", "train.max_bad_steps=3"], check=False)
-    assert r.returncode == 2 and "3 non-finite losses in a row" in r.stderr and "train.lr" in r.stderr
+    assert r.returncode == 2 and "3 non-finite losses in the last 3 batches" in r.stderr
+    assert "train.lr" in r.stderr
     ev = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert sum(e.get("event") == "skip" for e in ev) == 3 and not (out / "pipeline").exists()
 

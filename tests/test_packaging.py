@@ -2,7 +2,8 @@
 import importlib, zipfile
 from conftest import ROOT, run, BIN
 
-MODULES = ("data", "architecture", "flow", "teachers", "tricks", "optim", "lora", "config", "train", "eval", "speedrun", "cli")
+MODULES = ("data", "architecture", "flow", "teachers", "tricks", "optim", "lora", "config", "runs", "train", "eval", "speedrun",
+           "cli")
 
 
 def test_console_script_and_modules():
