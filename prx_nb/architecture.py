@@ -18,38 +18,13 @@ __all__ = ['MODEL_PRESETS', 'model_config', 'build_denoiser', 'count_params', 'f
            'generate', 'OracleDenoiser', 'load_denoiser', 'load_vae', 'encode_latents', 'decode_latents']
 
 # %% ../nbs/02_architecture.ipynb #4f3f5ac5
-MODEL_PRESETS = {
-    "shapes-tiny": dict(
-        in_channels=3,
-        patch_size=4,
-        context_in_dim=384,
-        hidden_size=64,
-        mlp_ratio=2.0,
-        num_heads=2,
-        depth=2,
-        axes_dim=[16, 16],
-    ),
-    "shapes-cpu": dict(
-        in_channels=3,
-        patch_size=8,
-        context_in_dim=384,
-        hidden_size=128,
-        mlp_ratio=3.5,
-        num_heads=4,
-        depth=6,
-        axes_dim=[16, 16],
-    ),
-    "prx-speedrun": dict(
-        in_channels=3,
-        patch_size=32,
-        context_in_dim=2304,
-        hidden_size=1792,
-        mlp_ratio=3.5,
-        num_heads=28,
-        depth=16,
-        axes_dim=[32, 32],
-        bottleneck_size=256,
-    ),
+MODEL_PRESETS = {  # PRXTransformer2DModel's arguments; prx-speedrun is PRX's prx_jit_32_small (repo)
+    "shapes-tiny": dict(in_channels=3, patch_size=4, context_in_dim=384, hidden_size=64, mlp_ratio=2.0, num_heads=2,
+                        depth=2, axes_dim=[16, 16]),
+    "shapes-cpu": dict(in_channels=3, patch_size=8, context_in_dim=384, hidden_size=128, mlp_ratio=3.5, num_heads=4,
+                       depth=6, axes_dim=[16, 16]),
+    "prx-speedrun": dict(in_channels=3, patch_size=32, context_in_dim=2304, hidden_size=1792, mlp_ratio=3.5, num_heads=28,
+                         depth=16, axes_dim=[32, 32], bottleneck_size=256),
 }
 
 

@@ -184,3 +184,29 @@ def test_bad_values_stop_before_any_work(tmp_path, overrides):
     key = overrides[0].split("=")[0]
     assert r.returncode == 2 and key in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr[-800:]
     assert not (out / "data").exists()  # nothing was built or prepared
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    "The EMA is read with weights_only=True: a pickle that runs code on load is skipped like damage, and nothing runs."
+    out, marker = tmp_path / "run", tmp_path / "pwned"
+    assert prx("train", *TINY, "--out", out, "--max-steps", 8, "--checkpoint-every", 4).returncode == 0
+    newest = out / "checkpoints" / "step-8"
+    evil = textwrap.dedent(f'''
+        import pathlib, torch
+        class Payload:
+            def __reduce__(self): return (pathlib.Path.touch, (pathlib.Path({str(marker)!r}),))
+        state = torch.load({str(newest / "ema.pt")!r}, weights_only=True)
+        state["payload"] = Payload()
+        torch.save(state, {str(newest / "ema.pt")!r})
+    ''')
+    subprocess.run([sys.executable, "-c", evil], check=True)
+    manifest = newest / "manifest.json"
+    if manifest.exists():  # the file is consistent with its manifest: only loading it can tell
+        import zlib
+        m = json.loads(manifest.read_text())
+        data = (newest / "ema.pt").read_bytes()
+        m["ema.pt"] = dict(size=len(data), crc32=zlib.crc32(data))
+        manifest.write_text(json.dumps(m))
+    r = prx("train", *TINY, "--out", out, "--max-steps", 12, "--checkpoint-every", 4, "--resume", "latest")
+    assert not marker.exists(), "loading the checkpoint ran its code"
+    assert r.returncode == 0 and "step-8 is damaged" in r.stderr, r.stderr[-800:]
