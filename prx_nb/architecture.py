@@ -253,27 +253,13 @@ def build_pipeline(
     vae=None,  # an autoencoder: a latent-space PRXPipeline; None: a PRXPixelPipeline
 ):
     "A PRXPixelPipeline (or, with a VAE, a PRXPipeline) from a trained denoiser and its text tower (batched CFG fixed)."
+    parts = dict(transformer=transformer, scheduler=make_scheduler(shift), text_encoder=tower.encoder,
+                 tokenizer=tower.tokenizer, default_sample_size=size)
     if vae is not None:
         if getattr(vae.config, "shift_factor", 0.0) is None:
             vae.register_to_config(shift_factor=0.0)  # PRXPipeline adds it when decoding
-        pipe = PRXPipeline(
-            transformer=transformer,
-            scheduler=make_scheduler(shift),
-            text_encoder=tower.encoder,
-            tokenizer=tower.tokenizer,
-            vae=vae,
-            default_sample_size=size,
-        )
-    else:
-        pipe = PRXPixelPipeline(
-            transformer=transformer,
-            scheduler=make_scheduler(shift),
-            text_encoder=tower.encoder,
-            tokenizer=tower.tokenizer,
-            default_sample_size=size,
-            prompt_max_tokens=tower.max_tokens,
-            noise_scale=noise_scale,
-        )
+        pipe = PRXPipeline(vae=vae, **parts)
+    else: pipe = PRXPixelPipeline(prompt_max_tokens=tower.max_tokens, noise_scale=noise_scale, **parts)
     pipe.set_progress_bar_config(disable=True)
     return fix_batched_cfg(pipe)
 

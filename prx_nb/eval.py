@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from prx_nb.data import (
-    write_atomic,
     replace_path,
     BACKGROUNDS,
     COLORS,

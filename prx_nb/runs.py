@@ -238,8 +238,6 @@ RUN_OUTPUTS = (
 
 def config_hash(cfg: Config) -> str:
     "A short hash of the config, the budget and logging keys left out."
-    from prx_nb.config import RESUMABLE_KEYS
-
     d = cfg.to_dict()
     for key in RESUMABLE_KEYS:
         section, name = key.split(".")

@@ -29,7 +29,6 @@ from prx_nb.architecture import (
     build_pipeline,
     build_word_tower,
     encode_latents,
-    fix_batched_cfg,
     generate,
     load_denoiser,
     load_vae,
