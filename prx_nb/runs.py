@@ -270,12 +270,19 @@ def _check_resume(out: Path, cfg: Config, resume: str):
         warn(f"--resume latest: no checkpoint in {out} yet: starting at step 0")
 
 
-def claim_folder(out, cfg: Config, resume: str | None = None, overwrite: bool = False, main: bool = True):
+def claim_folder(
+    out,
+    cfg: Config,
+    resume: str | None = None,
+    overwrite: bool = False,
+    main: bool = True,  # write run.json (and clear an old run); other ranks only check
+    check: bool = True,  # False: the checks were made already (on every rank, before any rank writes)
+):
     "Check that `out` may take this run (see above); a fresh run writes run.json, --overwrite clears the old run first."
     out = Path(out)
-    if resume is not None:
+    if check and resume is not None:
         _check_resume(out, cfg, resume)
-    elif (held := _held_by_a_run(out)) and not overwrite:
+    elif check and (held := _held_by_a_run(out)) and not overwrite:
         raise ConfigError(
             f"{out} holds another run ({'; '.join(held)}): continue it with --resume latest, or start over "
             "with --overwrite (deletes its checkpoints, pipeline and logs; data/ is kept)"

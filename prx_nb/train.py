@@ -432,7 +432,9 @@ def _start_job(cfg: Config, out: Path, resume: str | None, overwrite: bool, prog
     accelerator, accumulation = make_accelerator(cfg)
     if accelerator.is_main_process and progress:
         print(format_plan(run_plan(cfg, accelerator.num_processes, accelerator.device.type)))
-    claim_folder(out, cfg, resume, overwrite, main=accelerator.is_main_process)
+    claim_folder(out, cfg, resume, overwrite, main=False)  # every rank checks before any rank writes
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process: claim_folder(out, cfg, resume, overwrite, check=False)
     accelerator.wait_for_everyone()
     return accelerator, accumulation
 
