@@ -100,6 +100,8 @@ def train_step(
     t = sample_timesteps(size, flow.shift, flow.uniform_frac, generator=generator, device=device)[rank_slice]
     noise = torch.randn((size, *x0.shape[1:]), generator=generator, device=device)[rank_slice]
     x_t = add_noise(x0, t, noise, flow.noise_scale)
+    if tricks is not None:
+        tricks.draw(generator, size, rank_slice, x0.shape)  # TREAD's routing, for the global batch like the noise
     embeds, masks = text(ids)
     with autocast():
         x0_hat = x_estimate(model(x_t, t, embeds, masks).sample, x_t, t, prediction).float()

@@ -9,10 +9,12 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 # %% auto #0
-__all__ = ['MUON_LR_RULES', 'muon_lr', 'GroupedMuon', 'make_optimizers', 'lr_factor', 'make_schedulers']
+__all__ = ['MUON_LR_RULES', 'muon_lr', 'GroupedMuon', 'MuonAdamW', 'make_optimizers', 'lr_factor', 'make_schedulers']
 
 # %% ../nbs/06_optim.ipynb #6dad4b60
 MUON_LR_RULES = {  # adjust_lr_fn -> the factor on the learning rate of an A x B matrix, as torch.optim.Muon applies it
@@ -44,8 +46,13 @@ def _newton_schulz(G: torch.Tensor, a: float, b: float, c: float, steps: int, ep
     return (X.mT if tall else X).to(G.dtype)
 
 # %% ../nbs/06_optim.ipynb #db864a52
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    "This rank's shard of a DTensor (writing to it writes the DTensor), or the tensor itself."
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
 class GroupedMuon(torch.optim.Muon):
-    "torch's Muon, stepping all matrices of one shape together: batched Newton-Schulz, one compiled kernel per shape."
+    "torch's Muon, all matrices of one shape together (batched Newton-Schulz); FSDP2 shards handled as whole matrices."
 
     def __init__(
         self, params, compile: bool = False, **kwargs  # compile the Newton-Schulz iterations (once per matrix shape)
@@ -76,40 +83,100 @@ class GroupedMuon(torch.optim.Muon):
                 loss = closure()
         for g in self.param_groups:
             for shape, ps in self._by_shape(g).items():
-                grads, bufs = torch.stack([p.grad for p in ps]), [self.state[p]["momentum_buffer"] for p in ps]
+                grads = torch.stack([_local(p.grad) for p in ps])
+                bufs = [_local(self.state[p]["momentum_buffer"]) for p in ps]
                 momentum = torch.stack(bufs).lerp_(grads, 1 - g["momentum"])
                 torch._foreach_copy_(bufs, list(momentum.unbind(0)))
                 direction = grads.lerp_(momentum, g["momentum"]) if g["nesterov"] else momentum
-                update = self._ns(direction, *g["ns_coefficients"], g["ns_steps"], g["eps"])
+                coefficients = (*g["ns_coefficients"], g["ns_steps"], g["eps"])
+                if isinstance(ps[0], DTensor):
+                    update = self._orthogonalise_sharded(ps, direction, coefficients)
+                else:
+                    update = self._ns(direction, *coefficients)
+                weights = [_local(p) for p in ps]
                 if g["weight_decay"]:
-                    torch._foreach_mul_(ps, 1 - g["lr"] * g["weight_decay"])
-                torch._foreach_add_(ps, list(update.unbind(0)), alpha=-muon_lr(g["lr"], g["adjust_lr_fn"], shape))
+                    torch._foreach_mul_(weights, 1 - g["lr"] * g["weight_decay"])
+                torch._foreach_add_(weights, list(update.unbind(0)), alpha=-muon_lr(g["lr"], g["adjust_lr_fn"], shape))
         return loss
 
+    def _orthogonalise_sharded(
+        self,
+        params: list,  # same-shaped DTensor parameters (FSDP2 shards)
+        directions: torch.Tensor,  # their local shards of the direction, stacked
+        coefficients: tuple,  # Newton-Schulz a, b, c, steps, eps
+    ) -> torch.Tensor:  # the local shards of the orthogonalised updates, stacked
+        "Newton-Schulz on whole matrices: gather each; rank r orthogonalises matrices r, r + world, ...; share."
+        mesh, placements = params[0].device_mesh, params[0].placements
+        whole = [
+            DTensor.from_local(d.contiguous(), mesh, placements, shape=p.shape, stride=p.stride()).full_tensor()
+            for d, p in zip(directions.unbind(0), params)
+        ]
+        rank, world = dist.get_rank(), dist.get_world_size()
+        mine = torch.zeros(
+            math.ceil(len(whole) / world), *whole[0].shape, dtype=directions.dtype, device=directions.device
+        )
+        if whole[rank::world]:
+            mine[: len(whole[rank::world])] = self._ns(torch.stack(whole[rank::world]), *coefficients)
+        parts = [torch.empty_like(mine) for _ in range(world)]
+        dist.all_gather(parts, mine)
+        updates = [parts[j % world][j // world] for j in range(len(whole))]
+        local = [distribute_tensor(u, mesh, placements, src_data_rank=None).to_local() for u in updates]
+        return torch.stack(local)
+
 # %% ../nbs/06_optim.ipynb #bfa95335
+class MuonAdamW(torch.optim.Optimizer):
+    "PRX's split as one optimizer: GroupedMuon on the matrices, torch's AdamW on the rest, one state and one file."
+
+    def __init__(
+        self,
+        matrices: list,  # 2-D weights, for Muon
+        rest: list,  # everything else, for AdamW
+        muon: dict,  # GroupedMuon's arguments
+        adamw: dict,  # torch.optim.AdamW's arguments
+    ):
+        self.muon, self.adamw = GroupedMuon(matrices, **muon), torch.optim.AdamW(rest, **adamw)
+        super().__init__([*self.muon.param_groups, *self.adamw.param_groups], {})  # the same group dicts
+        self._share()
+
+    def _share(self):
+        "Point both parts at this optimizer's groups and state (after construction and after loading)."
+        k = len(self.muon.param_groups)
+        self.muon.param_groups, self.adamw.param_groups = self.param_groups[:k], self.param_groups[k:]
+        self.muon.state = self.adamw.state = self.state
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        "Muon's step on the matrices, then AdamW's on the rest."
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.muon.step()
+        self.adamw.step()
+        return loss
+
+    def load_state_dict(self, state_dict: dict):
+        "torch's loading (new group dicts and state), then both parts pointed at them."
+        super().load_state_dict(state_dict)
+        self._share()
+
+
 def make_optimizers(
     model: nn.Module,  # the denoiser
     train,  # the config's `train` section (`TrainConfig`)
     extra: nn.Module | None = None,  # more trainable modules (the REPA projector), always on AdamW
 ) -> list:
-    "AdamW on everything, or Muon on the blocks' 2-D weights and AdamW on the rest (PRX's split)."
-    rest = [*(extra.parameters() if extra is not None else [])]
+    "One optimizer per trainable module (accelerate pairs them under FSDP2): the denoiser's, then AdamW on `extra`."
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # a LoRA run trains its adapters only
-
-    def adam(params):
-        return torch.optim.AdamW(
-            params, lr=train.lr, betas=tuple(train.betas), eps=train.eps, weight_decay=train.weight_decay
-        )
-
+    adamw = dict(lr=train.lr, betas=tuple(train.betas), eps=train.eps, weight_decay=train.weight_decay)
+    extras = [torch.optim.AdamW(extra.parameters(), **adamw)] if extra is not None else []
     if train.optimizer == "adamw":
-        return [adam([*(p for _, p in trainable), *rest])]
+        return [torch.optim.AdamW([p for _, p in trainable], **adamw), *extras]
     if train.optimizer != "muon":
         raise ValueError(f"train.optimizer={train.optimizer!r}; choose 'adamw' or 'muon'")
     matrices = [p for n, p in trainable if p.ndim == 2 and n.startswith("blocks.")]
-    ids = {id(p) for p in matrices}
-    rest += [p for _, p in trainable if id(p) not in ids]
-    muon = GroupedMuon(
-        matrices,
+    rest = [p for _, p in trainable if all(p is not q for q in matrices)]
+    muon = dict(
         lr=train.muon_lr or train.lr,
         weight_decay=train.weight_decay,
         momentum=0.95,
@@ -118,7 +185,9 @@ def make_optimizers(
         adjust_lr_fn="match_rms_adamw",
         compile=bool(train.compile),
     )
-    return [muon, adam(rest)]
+    if not rest:
+        return [GroupedMuon(matrices, **muon), *extras]
+    return [MuonAdamW(matrices, rest, muon, adamw), *extras]
 
 # %% ../nbs/06_optim.ipynb #44610ad0
 def lr_factor(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.distributed.tensor import DTensor
 
 from .config import Config, ConfigError, SCHEMA_VERSION, check_runnable, check_schema, format_plan, run_plan
 from prx_nb.data import (
@@ -22,6 +23,7 @@ from prx_nb.data import (
     prepare_dataset,
     prepare_shards,
     prepare_stream,
+    write_atomic,
 )
 from prx_nb.architecture import (
     TextTower,
@@ -55,8 +57,9 @@ from prx_nb.runs import (
 
 # %% auto #0
 __all__ = ['image_tower_path', 'data_key', 'open_source', 'load_tower', 'bucket_multiple', 'ensure_data', 'sampling_settings',
-           'run_shapes_eval', 'make_accelerator', 'prediction', 'make_denoiser', 'make_dataloader', 'TrainState', 'Run',
-           'build_run', 'restore', 'batch_seed', 'fit_batch', 'end_of_step', 'stop_signals', 'finish', 'train']
+           'run_shapes_eval', 'make_accelerator', 'fsdp2_on_cpu', 'distribution', 'prediction', 'make_denoiser',
+           'make_dataloader', 'TrainState', 'Run', 'check_shared', 'build_run', 'restore', 'batch_seed', 'fit_batch',
+           'end_of_step', 'stop_signals', 'finish', 'train']
 
 # %% ../nbs/10_train.ipynb #8cea1025
 def image_tower_path(cfg: Config) -> str | None:
@@ -219,6 +222,8 @@ def make_accelerator(cfg: Config):
     loader = DataLoaderConfiguration(
         use_seedable_sampler=True, data_seed=cfg.train.seed
     )  # the order: fn of (seed, epoch)
+    fsdp = cpu and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    mesh = fsdp and os.environ.pop("ACCELERATE_USE_PARALLELISM_CONFIG", "false").lower() == "true"  # set up below
     accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=accumulation,
@@ -226,17 +231,51 @@ def make_accelerator(cfg: Config):
         step_scheduler_with_optimizer=False,  # the schedule counts optimizer steps
         dataloader_config=loader,
     )
+    if fsdp:
+        fsdp2_on_cpu(accelerator, cfg.train.mixed_precision, mesh)
     set_seed(cfg.train.seed)
     return accelerator, accumulation
 
 
+def fsdp2_on_cpu(
+    accelerator, mixed_precision: str, mesh: bool  # the launch's parallelism_config (HSDP's replicate x shard) applies
+):
+    "Put the FSDP2 a launch asked for in force on CPU processes (gloo): accelerate would quietly run data parallel."
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin()  # read from the launch's environment, as accelerate does on GPUs
+    if plugin.fsdp_version != 2:
+        raise ConfigError(f"fsdp_version {plugin.fsdp_version}: prx-nb runs FSDP2; set fsdp_version: 2 in the config")
+    if mixed_precision != "no":
+        plugin.set_mixed_precision(mixed_precision)
+    PartialState().distributed_type = DistributedType.FSDP  # every later AcceleratorState() copies PartialState's
+    accelerator.state.distributed_type = DistributedType.FSDP
+    accelerator.state.fsdp_plugin = plugin
+    if mesh:  # accelerate refuses a parallelism_config on CPUs before FSDP2 is in force: built and checked now
+        from accelerate.parallelism_config import ParallelismConfig
+
+        accelerator.state.parallelism_config = ParallelismConfig()  # the sizes, from the launch's environment
+        accelerator.state.device_mesh = accelerator.state.parallelism_config.get_device_mesh("cpu")
+        accelerator.state.parallelism_config._validate_accelerator(accelerator)
+
+
+def distribution(accelerator, model) -> dict:
+    "The engine in force and how the weights are split, read from the prepared parameters themselves."
+    weight = next(model.parameters())
+    world = accelerator.num_processes
+    machines = world // int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    if not isinstance(weight, DTensor):
+        return dict(type="DDP" if world > 1 else "single process", world=world, machines=machines, shard=1)
+    split = {type(p).__name__: n for p, n in zip(weight.placements, weight.device_mesh.shape)}
+    kind = "FSDP2" if split.get("Replicate", 1) == 1 else "HSDP (FSDP2)"
+    return dict(
+        type=kind, world=world, machines=machines, shard=split.get("Shard", 1), replicate=split.get("Replicate", 1)
+    )
+
+
 def _check_job(cfg: Config, accelerator, vae):
-    "Rules that need the running job: the distributed engine, and what a latent-space run can train."
-    if cfg.train.optimizer == "muon" and accelerator.distributed_type.name == "FSDP":
-        raise ConfigError(
-            "train.optimizer=muon orthogonalises whole matrices, which FSDP2 shards across ranks; use DDP "
-            "for Muon, or train.optimizer=adamw under FSDP2 (see the optimizers chapter)"
-        )
+    "Rules that need the running job: what a latent-space run can train."
     if vae is not None and any((cfg.tricks.repa, cfg.tricks.lpips, cfg.tricks.dino)):
         raise ConfigError(
             "tricks.repa, tricks.lpips and tricks.dino read pixels, and a latent-space run (model.vae) "
@@ -342,9 +381,10 @@ class TrainState:
     last_loss: float = float("nan")
     interrupted: int = 0  # the signal that stopped the run
     done: bool = False
+    world: int = 1  # processes: the sample order and the EMA's shards are per process
 
     def saved(self) -> dict:
-        return dict(epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, trained_s=self.trained_s)
+        return dict(epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, trained_s=self.trained_s, world=self.world)
 
 
 @dataclass
@@ -387,8 +427,8 @@ class Run:
 
 # %% ../nbs/10_train.ipynb #5411dc28
 def _load_data(cfg: Config, out: Path, accelerator, vae) -> tuple:
-    "The prepared data and the text tower (rank 0 prepares first, the others then reuse it)."
-    with accelerator.main_process_first():
+    "The prepared data and the text tower: rank 0 first, then each machine's first process (its own caches), the rest."
+    with accelerator.main_process_first(), accelerator.local_main_process_first():
         ds = open_source(cfg, out / "data")
         tower = load_tower(cfg, ds)
         prep = ensure_data(cfg, out / "data", tower, ds, vae=vae)
@@ -404,18 +444,32 @@ def _eval_features(cfg: Config, accelerator):
     return shapes_features(cfg.eval.teacher, accelerator.device)
 
 
+@contextlib.contextmanager
+def _one_unit(accelerator):
+    "Under FSDP2, shard a module with no PRXBlock (the REPA projector) as one unit: the wrap policy is set aside."
+    plugin = getattr(accelerator.state, "fsdp_plugin", None) if accelerator.is_fsdp2 else None
+    saved = plugin.auto_wrap_policy if plugin is not None else None
+    if plugin is not None:
+        plugin.auto_wrap_policy = None
+    try:
+        yield
+    finally:
+        if plugin is not None:
+            plugin.auto_wrap_policy = saved
+
+
 def _prepare(
     accelerator, model, tricks: Tricks, optimizers: list, schedulers: list, dataloader, batch_size: int
 ) -> tuple:
     "accelerate's wrapping of the modules, loader, optimizers and schedules; the REPA projector's wrapper goes to REPA."
     aux = tricks.trainable()
-    modules = [model] if aux is None else [model, aux]
-    prepared = accelerator.prepare(*modules, dataloader, *optimizers, *schedulers)
-    k, n = len(modules), len(optimizers)
-    modules, dataloader = list(prepared[:k]), prepared[k]
-    optimizers, schedulers = list(prepared[k + 1 : k + 1 + n]), list(prepared[k + 1 + n :])
-    if aux is not None:
-        tricks.use_projector(modules[1])  # the projector's gradients sync across ranks
+    model, dataloader, optimizer, schedule = accelerator.prepare(model, dataloader, optimizers[0], schedulers[0])
+    modules, optimizers, schedulers = [model], [optimizer, *optimizers[1:]], [schedule, *schedulers[1:]]
+    if aux is not None:  # one model a call (FSDP2's rule), each with its own optimizer, paired in checkpoints
+        with _one_unit(accelerator):
+            aux, optimizers[1], schedulers[1] = accelerator.prepare(aux, optimizers[1], schedulers[1])
+        modules.append(aux)
+        tricks.use_projector(aux)  # the projector's gradients sync across ranks
     if len(dataloader) == 0:  # batches drop their remainder: no batch at all would never end an epoch
         raise ConfigError(
             f"the prepared data has {len(dataloader.dataset)} rows, too few for one batch of "
@@ -434,9 +488,56 @@ def _start_job(cfg: Config, out: Path, resume: str | None, overwrite: bool, prog
         print(format_plan(run_plan(cfg, accelerator.num_processes, accelerator.device.type)))
     claim_folder(out, cfg, resume, overwrite, main=False)  # every rank checks before any rank writes
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process: claim_folder(out, cfg, resume, overwrite, check=False)
+    if accelerator.is_main_process:
+        claim_folder(out, cfg, resume, overwrite, check=False)
     accelerator.wait_for_everyone()
+    check_shared(out, accelerator)
+    _check_world(out, resume, accelerator.num_processes)
     return accelerator, accumulation
+
+
+def _check_world(out: Path, resume: str | None, world: int):
+    "Refuse, before any work, to resume a checkpoint written by another number of processes."
+    steps = list_checkpoints(out) if resume else []
+    step = steps[-1] if resume == "latest" and steps else int(resume) if resume and resume != "latest" else None
+    state = out / "checkpoints" / f"step-{step}" / "trainer.json"
+    try:
+        saved = json.loads(state.read_text()).get("world", world) if step is not None else world
+    except (OSError, ValueError):
+        return  # missing or damaged: `restore` says so, or falls back
+    if saved != world:
+        raise ConfigError(
+            f"checkpoint {state.parent} was written by {saved} processes and this launch has {world}: each process "
+            f"keeps its place in the data and its EMA shard, so relaunch with {saved} processes to resume"
+        )
+
+
+def check_shared(out: Path, accelerator):
+    "Stop at start, on every rank, when the machines of a launch do not all see the same output folder."
+    from accelerate.utils import broadcast_object_list
+
+    machines = accelerator.num_processes // int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+    if machines < 2:
+        return
+    token = broadcast_object_list([os.urandom(8).hex()])[0]  # this launch's, so an earlier launch's marks do not count
+    marks = out / ".machines"
+    if accelerator.is_local_main_process:
+        write_atomic(marks / f"machine-{os.environ.get('GROUP_RANK', '0')}", token)
+    accelerator.wait_for_everyone()
+    unseen = [r for r in range(machines) if not _holds(marks / f"machine-{r}", token)]
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        remove_tree(marks)
+    if unseen:
+        raise ConfigError(
+            f"--out {out} is not shared: machine(s) {unseen} wrote there and this machine cannot see it; put --out on a"
+            " filesystem every machine mounts (checkpoints, EMA shards, logs and the pipeline are written there)"
+        )
+
+
+def _holds(path: Path, token: str) -> bool:
+    "Does `path` hold `token`?"
+    return path.exists() and path.read_text() == token
 
 
 def build_run(cfg: Config, out, progress: bool = True, resume: str | None = None, overwrite: bool = False) -> Run:
@@ -457,7 +558,7 @@ def build_run(cfg: Config, out, progress: bool = True, resume: str | None = None
     with accelerator.main_process_first():  # rank 0 builds the Shapes teacher (if REPA needs it), the others load it
         tricks = Tricks(model, cfg.tricks, teacher_root=out / "data").to(accelerator.device)
     optimizers = make_optimizers(model, cfg.train, tricks.trainable())
-    state = TrainState(recent=collections.deque(maxlen=cfg.train.bad_step_window))
+    state = TrainState(recent=collections.deque(maxlen=cfg.train.bad_step_window), world=accelerator.num_processes)
     schedulers = make_schedulers(optimizers, cfg.train, lambda: state.progress)
     dataloader, sampler = make_dataloader(data, cfg)
     modules, dataloader, optimizers, schedulers = _prepare(
@@ -500,6 +601,8 @@ def _load_checkpoint(run: Run, folder: Path):
     "Load one checkpoint folder into the run."
     saved = json.loads((folder / "trainer.json").read_text())
     check_schema(saved.get("schema_version", SCHEMA_VERSION), f"checkpoint {folder}")
+    if saved.get("world", run.world) != run.world:  # an older checkpoint than the one `_check_world` read
+        raise ConfigError(f"checkpoint {folder} was written by {saved['world']} processes; this launch has {run.world}")
     run.accelerator.load_state(str(folder))
     run.ema.load_state_dict(torch.load(ema_file(folder, run.ema, run.accelerator.process_index), weights_only=True))
     for name in ("step", "epoch", "batch_in_epoch", "trained_s"):
@@ -595,6 +698,7 @@ def fit_batch(run: Run, batch, logger: RunLogger) -> bool:
         accelerator.backward(loss)
         if accelerator.sync_gradients:  # the whole step's gradient norm (clipping when train.grad_clip > 0)
             norm = accelerator.clip_grad_norm_(run.params, train.grad_clip or math.inf)
+            norm = norm.full_tensor() if isinstance(norm, DTensor) else norm  # FSDP2: the total, replicated
             if not _all_finite(run, norm):
                 return _bad_step(run, logger, "gradient", loss=float(loss), grad_norm=float(norm))
             state.grad_norm_sum, state.grad_norm_count = state.grad_norm_sum + float(norm), state.grad_norm_count + 1
@@ -687,7 +791,7 @@ def end_of_step(run: Run, logger: RunLogger, bar, stop: list):
     if saved:
         save_checkpoint(run.accelerator, run.out, state.step, run.ema, state.saved(), train.keep_checkpoints)
     if run.world > 1:
-        stop[0] = int(run.accelerator.reduce(torch.tensor(stop[0], device=run.accelerator.device), reduction="sum"))
+        stop[0] = int(run.accelerator.gather(torch.tensor([stop[0]], device=run.accelerator.device)).max())
     if stop[0]:  # SIGTERM/SIGINT: a checkpoint (unless this step just wrote one), then a clean exit
         if not saved:
             save_checkpoint(run.accelerator, run.out, state.step, run.ema, state.saved(), train.keep_checkpoints)
@@ -765,6 +869,7 @@ def _start(run: Run, progress: bool):
         step=state.step,
         params=sum(p.numel() for p in run.raw.parameters()),
         n_images=len(run.data),
+        distributed=distribution(run.accelerator, run.model),
         config=cfg.to_dict(),
     )
     total = cfg.train.max_steps

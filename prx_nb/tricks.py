@@ -107,7 +107,7 @@ class TREAD:
         self.frac, self.start, self.end = frac, start, (n - 2 if end is None else end)
         if not 0 <= self.start <= self.end < n:
             raise ValueError(f"TREAD span {self.start}..{self.end} is not inside the {n} blocks")
-        self.model, self.enabled, self.force, self.idx = model, True, False, None
+        self.model, self.enabled, self.force, self.idx, self.scores = model, True, False, None, None
         self.hooks = [
             model.blocks[i].register_forward_pre_hook(self._pre, with_kwargs=True)
             for i in range(self.start, self.end + 1)
@@ -125,13 +125,25 @@ class TREAD:
         if block is self.model.blocks[self.start]:
             B, L, _ = h.shape
             keep = max(1, L - int(round(self.frac * L)))
-            self.idx = torch.rand(B, L, device=h.device).argsort(1)[:, :keep].sort(1).values
+            scores = self.scores if self.scores is not None and self.scores.shape == (B, L) else torch.rand(B, L)
+            self.idx, self.scores = scores.to(h.device).argsort(1)[:, :keep].sort(1).values, None
             self.full = h
             h = h.gather(1, self.idx[..., None].expand(-1, -1, h.shape[-1]))
             self.pe = pe.gather(
                 2, self.idx.view(B, 1, keep, *[1] * (pe.ndim - 3)).expand(-1, pe.shape[1], -1, *pe.shape[3:])
             )
         return (), {**kwargs, "hidden_states": h, "image_rotary_emb": self.pe}
+
+    def draw(
+        self,
+        generator: torch.Generator,  # the batch's generator
+        global_size: int,  # images in the global batch
+        rank_slice: slice,  # this rank's part
+        image_shape,  # (..., H, W) of the images the denoiser patchifies
+    ):
+        "Draw the next forward's routing for the global batch and keep this rank's, so ranks agree with one process."
+        tokens = (image_shape[-2] // self.model.config.patch_size) * (image_shape[-1] // self.model.config.patch_size)
+        self.scores = torch.rand((global_size, tokens), generator=generator, device=generator.device)[rank_slice]
 
     def _post(self, block, args, out):
         if not (self.active and (block.training or self.force)):
@@ -352,6 +364,11 @@ class Tricks:
             if m is not None:
                 m.to(device)
         return self
+
+    def draw(self, generator: torch.Generator, global_size: int, rank_slice: slice, image_shape):
+        "Draw the batch's random choices made inside the forward (TREAD's routing) from the batch's generator."
+        if self.tread is not None and self.tread.active:
+            self.tread.draw(generator, global_size, rank_slice, image_shape)
 
     def losses(self, x0_hat, x0, progress: float = 0.0) -> dict:
         "The weighted terms of the tricks that are on, for a batch's clean-image estimate (the blocks just ran)."

@@ -1,7 +1,7 @@
 "Many processes and interrupted runs: 2-process DDP on CPU equals 1 process at the same global batch; SIGKILL + resume equals an uninterrupted run."
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
-import torch
+import pytest, torch
 from conftest import BIN, run
 
 PRX = str(BIN / "prx-nb")
@@ -79,6 +79,25 @@ def test_fsdp2_two_processes_equal_one_process(tmp_path):
     assert one["losses"][0] != one["losses"][-1]
 
 
+
+def test_muon_under_fsdp2_equals_torch_muon_in_one_process(tmp_path):
+    """GroupedMuon on FSDP2 shards (2 gloo processes) takes torch.optim.Muon's steps on whole matrices (one process), to the
+    bf16 rounding of Newton-Schulz; the orthogonalisations are split between the ranks, and uneven shards (7 rows) work."""
+    worker, env = str(Path(__file__).parent / "fsdp2_worker.py"), dict(os.environ, OMP_NUM_THREADS="1")
+    run([sys.executable, worker, str(tmp_path / "one.pt"), "4", "plain", "torch-muon"], env=env)
+    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", worker, str(tmp_path / "two.pt"), "4", "shard", "muon"], env=env)
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert two["sharded"] and two["world"] == 2
+    done = two["orthogonalised"]
+    assert len(done) == 2 and min(done) > 0 and max(done) - min(done) <= 4, done  # each rank did its half, every step
+    torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=1e-4, atol=1e-6)
+    for part in ("weights", "ema"):
+        for k, w in one[part].items():
+            gap = float((two[part][k] - w).norm() / w.norm().clamp(min=1e-12))
+            assert gap < 5e-3, f"{part} {k}: relative difference {gap:.2e}"
+    torch.testing.assert_close(two["lone"], one["lone"], rtol=0, atol=1e-6)
+    assert any(not torch.equal(two["weights"][k], one["weights"][k]) for k in one["weights"])  # really another code path
+
 def _worker_pid(parent:int, rank:int)->int|None:
     "The pid of the torchrun worker of `rank` below `parent` (read from /proc)."
     for d in Path("/proc").iterdir():
@@ -109,3 +128,117 @@ def test_a_dead_rank_ends_the_run_with_a_clear_error(tmp_path):
     run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *args, "--max-steps", str(killed_at + 3), "--resume", "latest"], env=env)
     end = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert (out / "pipeline").exists() and end["event"] == "end" and end["steps"] == killed_at + 3
+
+
+# `prx-nb launch ... --simulate`: accelerate's own FSDP2 preparation on gloo CPU processes (the train chapter's
+# fsdp2_on_cpu). What differs from GPUs: gloo instead of NCCL, fp32 (mixed_precision=no), no overlap of compute and
+# communication. Muon's Newton-Schulz runs in bf16: a different order of the gradient's sums (2 ranks against 1) moves
+# the weights by ~1e-3 of their norm (DDP shows the same), so whole-model weights are compared by relative norm.
+LAUNCH_TINY = ["train.batch_size=8", "train.global_batch=16", "train.mixed_precision=no", "train.log_every=1", "eval.every=0",
+               "train.compile=false"]
+TRICKS = ["model.depth=4", "tricks.tread=0.5", "tricks.tread_start=1", "tricks.tread_end=2", "tricks.repa=0.5",
+          "tricks.repa_layer=1"]  # with tricks.teacher=<the teacher fixture's folder>
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    "A Shapes teacher for REPA, trained briefly once (a run would otherwise train its own for ~2 minutes)."
+    from prx_nb.teachers import train_shapes_teacher
+    path = tmp_path_factory.mktemp("teacher") / "shapes-teacher"
+    train_shapes_teacher(path, n=256, steps=20)
+    return f"tricks.teacher={path}"
+
+
+def launch(config, layout, out, *args, check=True):
+    return run([PRX, "launch", config, "--simulate", layout, "--", "train", "--preset", "shapes-tiny", "--out", str(out),
+                "--max-steps", "16", "--checkpoint-every", "8", *LAUNCH_TINY, *args], check=check, env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def one_process(out, *args):
+    "The same global batch of 16 in one process, in one micro-batch (accumulation draws each micro-batch on its own)."
+    return run([PRX, "train", "--preset", "shapes-tiny", "--out", str(out), "--max-steps", "16", *LAUNCH_TINY, "train.batch_size=16",
+                *args])
+
+
+def start_record(out):
+    return json.loads((Path(out) / "metrics.jsonl").read_text().splitlines()[0])
+
+
+def relative_gap(a, b):
+    "Whole-model relative difference of two state dicts: ||a - b|| / ||b||."
+    return float(sum((a[k] - b[k]).float().norm() ** 2 for k in b) ** 0.5 / sum(b[k].float().norm() ** 2 for k in b) ** 0.5)
+
+
+@pytest.fixture(scope="module")
+def fsdp2_muon(tmp_path_factory, teacher):
+    "The must-show launch: Muon, TREAD and REPA under FSDP2 on 2 CPU processes, and one process at the same global batch."
+    root = tmp_path_factory.mktemp("fsdp2")
+    launch("fsdp2-8gpu", "1x2", root / "A", "train.optimizer=muon", *TRICKS, teacher)
+    one_process(root / "B", "train.optimizer=muon", *TRICKS, teacher)
+    return root
+
+
+def test_fsdp2_launch_with_muon_tread_repa_equals_one_process(fsdp2_muon):
+    A, B = fsdp2_muon / "A", fsdp2_muon / "B"
+    assert start_record(A)["distributed"] == dict(type="FSDP2", world=2, machines=1, shard=2, replicate=1)
+    assert start_record(B)["distributed"]["type"] == "single process"
+    assert sorted(p.name for p in (A / "checkpoints" / "step-16").glob("ema-rank*.pt")) == ["ema-rank0.pt", "ema-rank1.pt"]
+    assert (A / "checkpoints" / "step-16" / "pytorch_model_fsdp_0").is_dir()  # accelerate's sharded checkpoint
+    torch.testing.assert_close(torch.tensor(losses(A)), torch.tensor(losses(B)), rtol=2e-3, atol=1e-5)
+    gap = relative_gap(weights(A), weights(B))
+    assert gap < 5e-3, gap
+
+
+def test_hsdp_config_on_two_machines_equals_one_process(tmp_path):
+    "PRX's 4-node config simulated as 2 machines of 1 process (FSDP2 across the machines), AdamW: to fp32 rounding."
+    launch("fsdp2-4x8gpu", "2x1", tmp_path / "A", "train.optimizer=adamw")
+    one_process(tmp_path / "B", "train.optimizer=adamw")
+    assert start_record(tmp_path / "A")["distributed"] == dict(type="FSDP2", world=2, machines=2, shard=2, replicate=1)
+    torch.testing.assert_close(torch.tensor(losses(tmp_path / "A")), torch.tensor(losses(tmp_path / "B")), rtol=1e-4, atol=1e-6)
+    w1, w2 = weights(tmp_path / "B"), weights(tmp_path / "A")
+    for k in w1: torch.testing.assert_close(w2[k], w1[k], rtol=1e-3, atol=1e-5, msg=k)
+
+
+def _descendants(pid):
+    "Every process below `pid` (read from /proc)."
+    children = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try: children.setdefault(int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]), []).append(int(d.name))
+            except (OSError, IndexError, ValueError): pass
+    found, todo = [], [pid]
+    while todo:
+        found += children.get(todo[-1], []); todo = todo[:-1] + children.get(todo[-1], [])
+    return found
+
+
+def _alive(pid):
+    try: return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError: return False
+
+
+def test_fsdp2_launch_killed_everywhere_resumes_to_the_same_weights(fsdp2_muon, teacher, tmp_path):
+    out = tmp_path / "run"
+    argv = [PRX, "launch", "fsdp2-8gpu", "--simulate", "1x2", "--", "train", "--preset", "shapes-tiny", "--out", str(out),
+            "--max-steps", "16", "--checkpoint-every", "8", *LAUNCH_TINY, "train.optimizer=muon", *TRICKS, teacher]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    t0, pids = time.time(), []
+    while not (out / "checkpoints" / "step-8" / "manifest.json").exists():
+        assert p.poll() is None and time.time() - t0 < 600, "the launch ended or stalled before its first checkpoint"
+        pids = _descendants(p.pid) or pids; time.sleep(0.05)
+    pids = [p.pid, *_descendants(p.pid)]
+    assert len(pids) >= 4, pids  # the launcher, accelerate launch (torchrun's agent) and its 2 workers at least
+    for pid in pids:
+        try: os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError: pass
+    p.wait()
+    time.sleep(1)
+    assert not [pid for pid in pids if _alive(pid)], "a process of the killed launch is still running"
+    assert not (out / "pipeline").exists(), "the launch finished before it was killed"
+    launch("fsdp2-8gpu", "1x2", out, "train.optimizer=muon", *TRICKS, teacher, "--resume", "latest")
+    gap = relative_gap(weights(out), weights(fsdp2_muon / "A"))
+    assert gap < 1e-5, gap  # the same layout resumed: the uninterrupted launch's weights
+    r = run([PRX, "train", "--preset", "shapes-tiny", "--out", str(out), "--max-steps", "16", *LAUNCH_TINY,
+             "train.optimizer=muon", *TRICKS, teacher, "--resume", "latest"], check=False)
+    assert r.returncode == 2 and "2 processes" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr[-1500:]

@@ -20,17 +20,18 @@ def test_every_notebook_processes_for_docs(monkeypatch):
 
 CHAPTERS = {"01_data": "data", "02_architecture": "architecture", "03_flow": "flow", "04_teachers": "teachers",
             "05_tricks": "tricks", "06_optim": "optim", "07_lora": "lora", "08_config": "config", "09_runs": "runs",
-            "10_train": "train", "11_eval": "eval", "12_speedrun": "speedrun", "13_cli": "cli"}
+            "10_train": "train", "11_eval": "eval", "12_launch": "launch", "13_speedrun": "speedrun",
+            "14_cli": "cli"}
 
 
 def test_chapters_and_modules():
     "One notebook per module in reading order, a results notebook that exports nothing, and the index."
     names = sorted(p.stem for p in (ROOT / "nbs").glob("*.ipynb"))
-    assert names == [*CHAPTERS, "14_results", "index"]
+    assert names == [*CHAPTERS, "15_results", "index"]
     for nb, mod in CHAPTERS.items():
         src = "".join("".join(c["source"]) for c in json.loads((ROOT / "nbs" / f"{nb}.ipynb").read_text())["cells"])
         assert f"#| default_exp {mod}" in src
-    results = "".join("".join(c["source"]) for c in json.loads((ROOT / "nbs" / "14_results.ipynb").read_text())["cells"])
+    results = "".join("".join(c["source"]) for c in json.loads((ROOT / "nbs" / "15_results.ipynb").read_text())["cells"])
     assert "default_exp" not in results and "#| export" not in results
 
 
@@ -43,7 +44,7 @@ def test_docs_site_config():
     side = yaml.safe_load((ROOT / "nbs" / "sidebar.yml").read_text())["website"]["sidebar"]["contents"]
     chapters = side[1]["contents"]
     assert side[0] == "index.ipynb" and chapters == [f"{nb}.ipynb" for nb in CHAPTERS]
-    assert side[2]["contents"] == ["14_results.ipynb"]
+    assert side[2]["contents"] == ["15_results.ipynb"]
     wf = yaml.safe_load((ROOT / ".github" / "workflows" / "deploy.yaml").read_text())
     assert wf["jobs"]["deploy"]["steps"][0]["uses"].startswith("fastai/workflows/quarto-ghp")
 

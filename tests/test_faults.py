@@ -13,7 +13,8 @@ TINY = ["--preset", "shapes-tiny", "train.mixed_precision=no", "eval.every=0"]
 
 # Runs `prx-nb ARGV` with faults injected into the denoiser and the checkpoint writer (spec as JSON in PRX_NB_FAULTS):
 # nan_loss / inf_grad: training forwards (1-based) whose output / gradient is made non-finite; sigterm: the forward
-# during which the process signals itself; raise: the forward that raises; saves: a file listing every checkpoint saved.
+# during which the process signals itself; raise: the forward that raises; saves: a file listing every checkpoint saved;
+# undeletable: a folder name that cannot be removed; network: a file listing every connection attempted (all refused).
 INJECT = textwrap.dedent('''
     import importlib, json, os, signal, sys
     spec = json.loads(os.environ["PRX_NB_FAULTS"])
@@ -37,6 +38,19 @@ INJECT = textwrap.dedent('''
         with open(spec["saves"], "a") as f: f.write(f"{step}\\n")
         return save_checkpoint(accelerator, out, step, *args, **kwargs)
     loop.make_denoiser = faulty
+    if spec.get("undeletable"):  # a folder whose name contains this cannot be removed (as on a read-only mount)
+        rmdir = os.rmdir
+        def refuse(path, *args, **kwargs):
+            if spec["undeletable"] in str(path): raise PermissionError(13, "Permission denied", str(path))
+            return rmdir(path, *args, **kwargs)
+        os.rmdir = refuse
+    if spec.get("network"):  # every attempt to open a connection is written down, then refused
+        import socket
+        def refuse(address, *args, **kwargs):
+            with open(spec["network"], "a") as f: f.write(f"{address}\\n")
+            raise OSError("network blocked by the test")
+        socket.getaddrinfo, socket.create_connection = refuse, refuse
+        socket.socket.connect = lambda self, address: refuse(address)
     if spec.get("saves"): loop.save_checkpoint = counted
     try: main = importlib.import_module("prx_nb.cli").main
     except ImportError: main = importlib.import_module("prx_nb.speedrun").main
@@ -135,13 +149,20 @@ def test_dataset_smaller_than_one_batch_stops(tmp_path):
 
 def test_damaged_checkpoint_falls_back_to_the_one_before(tmp_path):
     out = tmp_path / "run"
-    assert prx("train", *TINY, "--out", out, "--max-steps", 8, "--checkpoint-every", 4).returncode == 0
+    assert prx("train", *TINY, "--out", out, "--max-steps", 8, "--checkpoint-every", 4, "train.log_every=1").returncode == 0
     model = out / "checkpoints" / "step-8" / "model.safetensors"
     model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])  # truncated, as a full disk leaves it
-    r = prx("train", *TINY, "--out", out, "--max-steps", 12, "--checkpoint-every", 4, "--resume", "latest")
+    r = prx("train", *TINY, "--out", out, "--max-steps", 12, "--checkpoint-every", 4, "train.log_every=1", "--resume", "latest")
     assert r.returncode == 0 and "step-8 is damaged" in r.stderr, r.stderr[-800:]
     starts = [e for e in records(out) if e.get("event") == "start"]
     assert starts[-1]["step"] == 4 and json.loads(r.stdout[r.stdout.index("{"):])["steps"] == 12
+    # no sample lost or repeated: steps 5..12 after the fallback are those of a run never interrupted (16 rows an epoch)
+    assert prx("train", *TINY, "--out", tmp_path / "whole", "--max-steps", 12, "--checkpoint-every", 4, "train.log_every=1").returncode == 0
+    resumed = {e["step"]: e["loss"] for e in records(out)[records(out).index(starts[-1]):] if "loss" in e and "event" not in e}
+    whole = {e["step"]: e["loss"] for e in records(tmp_path / "whole") if "loss" in e and "event" not in e}
+    assert sorted(resumed) == list(range(5, 13)), sorted(resumed)
+    torch.testing.assert_close(torch.tensor([resumed[s] for s in range(5, 13)]), torch.tensor([whole[s] for s in range(5, 13)]),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_sigterm_on_a_checkpoint_step_saves_once_and_exits_3(tmp_path):
@@ -170,9 +191,11 @@ def test_a_torn_log_line_spoils_only_itself(tmp_path):
 
 
 def test_offline_lpips_names_the_missing_file(tmp_path):
+    net = tmp_path / "connections.txt"
     r = prx("train", *TINY, "--out", tmp_path / "run", "--max-steps", 2, "tricks.lpips=0.1",
-            env=dict(TORCH_HOME=str(tmp_path / "empty-hub")), timeout=180)
+            env=dict(TORCH_HOME=str(tmp_path / "empty-hub")), faults=dict(network=str(net)), tmp=tmp_path, timeout=180)
     assert r.returncode == 2 and "vgg16-397923af.pth" in r.stderr and "HF_HUB_OFFLINE" in r.stderr, r.stderr[-800:]
+    assert not net.exists(), f"a download was tried offline: {net.read_text()}"
 
 
 @pytest.mark.parametrize("overrides", [["train.log_every=0"], ["train.ema_every=0"], ["data.size=36"],
@@ -210,3 +233,85 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     r = prx("train", *TINY, "--out", out, "--max-steps", 12, "--checkpoint-every", 4, "--resume", "latest")
     assert not marker.exists(), "loading the checkpoint ran its code"
     assert r.returncode == 0 and "step-8 is damaged" in r.stderr, r.stderr[-800:]
+
+
+def test_a_failed_delete_is_reported(tmp_path):
+    "Pruning an old checkpoint that cannot be removed: the run goes on and says which folder is left behind."
+    out = tmp_path / "run"
+    r = prx("train", *TINY, "--out", out, "--max-steps", 12, "--checkpoint-every", 4, "train.keep_checkpoints=1",
+            faults=dict(undeletable="step-4"), tmp=tmp_path)
+    assert r.returncode == 0, r.stderr[-800:]
+    assert "could not delete" in r.stderr and "step-4" in r.stderr, r.stderr[-800:]
+
+
+def test_small_aspect_buckets_are_named(tmp_path):
+    "A bucket with fewer rows than a batch cannot fill one: the run names it and its rows instead of dropping it silently."
+    import datasets, io
+    from PIL import Image
+    def png(wh):
+        b = io.BytesIO(); Image.new("RGB", wh, "red").save(b, format="PNG"); return b.getvalue()
+    sizes = [(64, 32)] * 8 + [(48, 48)] * 8 + [(32, 64)] * 3
+    ds = datasets.Dataset.from_list([dict(image={"bytes": png(wh), "path": f"{i}.png"}, prompt=f"picture {i}")
+                                     for i, wh in enumerate(sizes)],
+                                    features=datasets.Features(image=datasets.Image(), prompt=datasets.Value("string")))
+    (tmp_path / "src").mkdir(); ds.to_parquet(str(tmp_path / "src" / "part-0.parquet"))
+    r = prx("train", *TINY, "--out", tmp_path / "run", "--max-steps", 2, f"data.source={tmp_path / 'src'}",
+            "data.caption_columns={prompt: 1.0}", "data.buckets=[0.5, 1.0, 2.0]", "train.batch_size=4")
+    assert r.returncode == 0, r.stderr[-800:]
+    named = [l for l in r.stderr.splitlines() if "3 rows" in l]
+    assert named and "batch_size=4" in named[0] and "16 rows" not in r.stderr, r.stderr[-800:]
+
+
+FINISHER = textwrap.dedent('''
+    import sys
+    from prx_nb.data import finish_shards
+    for _ in range(int(sys.argv[2])): assert finish_shards(sys.argv[1], 3, dict(key="k"))["n"] == 30
+''')
+
+
+def test_workers_finishing_shards_together_never_collide(tmp_path):
+    "Every worker that sees the last shard done writes the index: four at once, many times, and none fails."
+    out = tmp_path / "prepared"
+    for s in range(3):
+        d = out / f"shard-{s:05d}"; d.mkdir(parents=True)
+        (d / "prepared.json").write_text(json.dumps(dict(n=10, size=8, captions=2, text_tokens=4, text_dim=8, image_column="image",
+                                                         caption_columns={"caption": 1.0}, bad=dict(by_reason={}, examples={}), key="k")))
+    workers = [subprocess.Popen([sys.executable, "-c", FINISHER, str(out), "300"], stderr=subprocess.PIPE, text=True)
+               for _ in range(4)]
+    errors = [w.communicate(timeout=TIMEOUT)[1] for w in workers]
+    assert all(w.returncode == 0 for w in workers), [e[-300:] for e in errors if e]
+    assert json.loads((out / "prepared.json").read_text())["n"] == 30 and not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_ablate_offline_contacts_no_network_unless_a_run_needs_lpips(tmp_path):
+    "Offline, an ablation whose runs do not use LPIPS never probes its weights (a download attempt is a network contact)."
+    net = tmp_path / "connections.txt"
+    r = prx("ablate", "--preset", "shapes-tiny", "--out", tmp_path / "abl", "--minutes", 0.02, "--runs", "baseline",
+            "train.mixed_precision=no", faults=dict(network=str(net)), env=dict(TORCH_HOME=str(tmp_path / "empty-hub")),
+            tmp=tmp_path)
+    assert r.returncode == 0, r.stderr[-800:]
+    assert not net.exists(), net.read_text()
+
+
+def test_sigterm_under_torchrun_on_a_checkpoint_step(tmp_path):
+    """A scheduler signals every rank during step 4, a checkpoint step: each rank saves once, the ranks stop together, and
+    torchrun reports the workers' interrupted status (3), not success; the run then resumes from step 4."""
+    out, saves, script = tmp_path / "run", tmp_path / "saves.txt", tmp_path / "inject.py"
+    script.write_text(INJECT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "PRX_NB_FAULTS": json.dumps(dict(sigterm=4, saves=str(saves)))}
+    args = ["train", *TINY[:2], "--out", str(out), "--checkpoint-every", "4", "--max-steps", "8", *TINY[2:], "train.batch_size=8"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), *args]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try: _, err = p.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL); p.communicate(); pytest.fail("the interrupted two-process run hung")
+    assert p.returncode != 0 and "exitcode  : 3" in err, (p.returncode, err[-1500:])
+    assert saves.read_text().split() == ["4", "4"], saves.read_text()  # one save, in which every rank takes part
+    stopped = [e for e in records(out) if e.get("event") == "interrupted"]
+    assert [(e["step"], e["signal"]) for e in stopped] == [(4, signal.SIGTERM)] and not (out / "pipeline").exists()
+    env.pop("PRX_NB_FAULTS")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "prx_nb", *args,
+                        "--resume", "latest"], capture_output=True, text=True, env=env, timeout=TIMEOUT)
+    assert r.returncode == 0 and [e["step"] for e in records(out) if e.get("event") == "start"][-1] == 4, r.stderr[-1500:]
+    assert (out / "pipeline").exists()
