@@ -11,7 +11,7 @@ import math
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.distributed.tensor import DTensor, distribute_tensor
+from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
 # %% auto #0
 __all__ = ['MUON_LR_RULES', 'muon_lr', 'GroupedMuon', 'MuonAdamW', 'make_optimizers', 'lr_factor', 'make_schedulers']
@@ -46,6 +46,11 @@ def _newton_schulz(G: torch.Tensor, a: float, b: float, c: float, steps: int, ep
     return (X.mT if tall else X).to(G.dtype)
 
 # %% ../nbs/06_optim.ipynb #db864a52
+def _strides(shape: tuple) -> tuple:
+    "The strides of a contiguous tensor of `shape`."
+    return tuple(math.prod(shape[i + 1 :]) for i in range(len(shape)))
+
+
 def _local(tensor: torch.Tensor) -> torch.Tensor:
     "This rank's shard of a DTensor (writing to it writes the DTensor), or the tensor itself."
     return tensor.to_local() if isinstance(tensor, DTensor) else tensor
@@ -107,21 +112,18 @@ class GroupedMuon(torch.optim.Muon):
     ) -> torch.Tensor:  # the local shards of the orthogonalised updates, stacked
         "Newton-Schulz on whole matrices: gather each; rank r orthogonalises matrices r, r + world, ...; share."
         mesh, placements = params[0].device_mesh, params[0].placements
-        whole = [
-            DTensor.from_local(d.contiguous(), mesh, placements, shape=p.shape, stride=p.stride()).full_tensor()
-            for d, p in zip(directions.unbind(0), params)
-        ]
+        stacked = [Shard(p.dim + 1) if isinstance(p, Shard) else p for p in placements]  # the same split, one dim down
+        shape = (len(params), *params[0].shape)
+        whole = DTensor.from_local(directions.contiguous(), mesh, stacked, shape=shape, stride=_strides(shape))
+        whole = whole.full_tensor()  # one gather for all matrices of this shape
         rank, world = dist.get_rank(), dist.get_world_size()
-        mine = torch.zeros(
-            math.ceil(len(whole) / world), *whole[0].shape, dtype=directions.dtype, device=directions.device
-        )
-        if whole[rank::world]:
-            mine[: len(whole[rank::world])] = self._ns(torch.stack(whole[rank::world]), *coefficients)
+        mine = torch.zeros(math.ceil(len(params) / world), *shape[1:], dtype=directions.dtype, device=directions.device)
+        if len(whole[rank::world]):
+            mine[: len(whole[rank::world])] = self._ns(whole[rank::world], *coefficients)
         parts = [torch.empty_like(mine) for _ in range(world)]
         dist.all_gather(parts, mine)
-        updates = [parts[j % world][j // world] for j in range(len(whole))]
-        local = [distribute_tensor(u, mesh, placements, src_data_rank=None).to_local() for u in updates]
-        return torch.stack(local)
+        updates = torch.stack([parts[j % world][j // world] for j in range(len(params))])
+        return distribute_tensor(updates, mesh, stacked, src_data_rank=None).to_local()
 
 # %% ../nbs/06_optim.ipynb #bfa95335
 class MuonAdamW(torch.optim.Optimizer):
