@@ -710,6 +710,9 @@ def fit_batch(run: Run, batch, logger: RunLogger) -> bool:
     elapsed = time.perf_counter() - start
     state.trained_s, state.step_s, state.last_loss = state.trained_s + elapsed, state.step_s + elapsed, loss.item()
     state.loss_sum, state.loss_count = state.loss_sum + global_loss.item(), state.loss_count + 1
+    if run.world > 1 and parts:  # the global batch's parts, like the loss (not rank 0's)
+        values = accelerator.reduce(torch.tensor(list(parts.values()), device=accelerator.device), reduction="mean")
+        parts = dict(zip(parts, values.tolist()))
     for name, value in parts.items():
         state.part_sums[name] = state.part_sums.get(name, 0.0) + value
     return accelerator.sync_gradients

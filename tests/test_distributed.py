@@ -185,6 +185,10 @@ def test_fsdp2_launch_with_muon_tread_repa_equals_one_process(fsdp2_muon):
     assert sorted(p.name for p in (A / "checkpoints" / "step-16").glob("ema-rank*.pt")) == ["ema-rank0.pt", "ema-rank1.pt"]
     assert (A / "checkpoints" / "step-16" / "pytorch_model_fsdp_0").is_dir()  # accelerate's sharded checkpoint
     torch.testing.assert_close(torch.tensor(losses(A)), torch.tensor(losses(B)), rtol=2e-3, atol=1e-5)
+    for part in ("loss_flow", "loss_repa"):  # the logged parts are the global batch's too, not rank 0's
+        logged = [[r[part] for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if part in r] for d in (A, B)]
+        assert len(logged[0]) == len(logged[1]) == 16, part
+        torch.testing.assert_close(torch.tensor(logged[0]), torch.tensor(logged[1]), rtol=2e-3, atol=1e-5, msg=part)
     gap = relative_gap(weights(A), weights(B))
     assert gap < 5e-3, gap
 
