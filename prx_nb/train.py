@@ -706,13 +706,14 @@ def fit_batch(run: Run, batch, logger: RunLogger) -> bool:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
     state.recent.append(False)
-    global_loss = accelerator.reduce(loss.detach(), reduction="mean") if run.world > 1 else loss.detach()
+    reported = torch.stack([loss.detach().float(), *(torch.tensor(v, device=loss.device) for v in parts.values())])
+    if run.world > 1:  # one reduction for the loss and its parts: the global batch's, not rank 0's
+        reported = accelerator.reduce(reported, reduction="mean")
+    global_loss, *part_values = reported.tolist()
+    parts = dict(zip(parts, part_values))
     elapsed = time.perf_counter() - start
     state.trained_s, state.step_s, state.last_loss = state.trained_s + elapsed, state.step_s + elapsed, loss.item()
-    state.loss_sum, state.loss_count = state.loss_sum + global_loss.item(), state.loss_count + 1
-    if run.world > 1 and parts:  # the global batch's parts, like the loss (not rank 0's)
-        values = accelerator.reduce(torch.tensor(list(parts.values()), device=accelerator.device), reduction="mean")
-        parts = dict(zip(parts, values.tolist()))
+    state.loss_sum, state.loss_count = state.loss_sum + global_loss, state.loss_count + 1
     for name, value in parts.items():
         state.part_sums[name] = state.part_sums.get(name, 0.0) + value
     return accelerator.sync_gradients
