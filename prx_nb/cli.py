@@ -16,7 +16,7 @@ from .data import build_shapes
 from .architecture import generate
 from .eval import METRICS, evaluate
 from .runs import load_pipeline
-from .train import ensure_data, load_tower, open_source, train
+from .train import ensure_data, load_tower, open_source, source_configs, train
 from .speedrun import ABLATIONS, ablate, ablation_table, publish, sample_grid, speedrun
 from prx_nb.launch import (
     LAUNCH_CONFIGS,
@@ -231,25 +231,32 @@ def _eval(a):
     print(json.dumps(res))
 
 
+def _open_for_worker(cfg, root: Path, rank: int) -> tuple:
+    "A source as this worker opens it, and where: Shapes is built once per worker (its own folder), the rest are read."
+    source_root = root if rank == 0 or cfg.data.source != "shapes" else root / f".worker-{rank}"
+    return open_source(cfg, source_root), source_root
+
+
 def _prepare(a):
-    "`data prepare`: this worker's share of the run's prepared data."
+    "`data prepare`: this worker's share of the run's prepared data (of each source of a mixture)."
     cfg, root = _config(a), Path(a.out) / "data"
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not cfg.data.shard_size:
         raise ConfigError("several workers need data.shard_size=<rows per shard> to split the work")
-    source_root = (
-        root if rank == 0 or cfg.data.source != "shapes" else root / f".worker-{rank}"
-    )  # one Shapes build each
-    ds = open_source(cfg, source_root)
-    prep = ensure_data(cfg, root, load_tower(cfg, ds), ds, rank, world)
-    if source_root != root:
-        del ds
-        shutil.rmtree(source_root, ignore_errors=True)
-    if not prep:
-        return print(f"worker {rank} of {world}: shards done; the index is written by the last worker to finish")
-    info = json.loads((prep / "prepared.json").read_text())
-    facts = {k: info[k] for k in ("n", "size", "captions", "text_tokens", "bad") if k in info}
-    print(json.dumps(facts | {"shards": len(info.get("shards", [1]))}))
+    configs = source_configs(cfg)
+    roots = [root / f"source-{i}" for i in range(len(configs))] if len(configs) > 1 else [root]
+    opened = [_open_for_worker(c, r, rank) for c, r in zip(configs, roots)]
+    tower = load_tower(cfg, [ds for ds, _ in opened] if len(configs) > 1 else opened[0][0])
+    for c, r, (ds, source_root) in zip(configs, roots, opened):
+        prep = ensure_data(c, r, tower, ds, rank, world)
+        if source_root != r:
+            shutil.rmtree(source_root, ignore_errors=True)
+        if not prep:
+            print(f"worker {rank} of {world}: shards done; the index is written by the last worker to finish")
+            continue
+        info = json.loads((prep / "prepared.json").read_text())
+        facts = {k: info[k] for k in ("n", "size", "captions", "text_tokens", "bad") if k in info}
+        print(json.dumps(facts | {"source": c.data.source, "shards": len(info.get("shards", [1]))}))
 
 # %% ../nbs/14_cli.ipynb #a0e47757
 def _data(a):

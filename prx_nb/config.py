@@ -17,10 +17,11 @@ from .architecture import MODEL_PRESETS, model_config
 from .lora import LORA_TARGETS
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'IN_LOOP_METRICS', 'RESUMABLE_KEYS', 'PRESETS', 'DEFAULT_PRESET', 'ConfigError', 'setting', 'coerce',
-           'ModelConfig', 'DataConfig', 'TextConfig', 'FlowConfig', 'TrainConfig', 'EvalConfig', 'LoraConfig',
-           'TricksConfig', 'Config', 'apply', 'check_schema', 'validate', 'config_changes', 'check_runnable',
-           'parse_value', 'parse_override', 'load_config', 'run_plan', 'format_plan']
+__all__ = ['SCHEMA_VERSION', 'SHAPES_METRICS', 'HELDOUT_METRICS', 'IN_LOOP_METRICS', 'SOURCE_KEYS', 'RESUMABLE_KEYS', 'PRESETS',
+           'PRX_SOURCES', 'DEFAULT_PRESET', 'ConfigError', 'setting', 'coerce', 'ModelConfig', 'DataConfig',
+           'TextConfig', 'FlowConfig', 'TrainConfig', 'EvalConfig', 'LoraConfig', 'TricksConfig', 'Config', 'apply',
+           'check_schema', 'validate', 'config_changes', 'check_runnable', 'parse_value', 'parse_override',
+           'load_config', 'run_plan', 'format_plan']
 
 # %% ../nbs/08_config.ipynb #41271409
 SCHEMA_VERSION = 1  # the layout of saved configs and checkpoints; a run folder of another version is refused by name
@@ -137,7 +138,7 @@ class ModelConfig:
 class DataConfig:
     "Where the images and captions come from and how they are prepared."
 
-    source: str | None = "shapes"  # 'shapes', a hub id or a local folder/file
+    source: str | None = "shapes"  # 'shapes', a hub id, a local folder/file, or 'mixture' (read data.sources)
     n: int | None = setting(20000, **_at_least_one)  # Shapes images to build (None: all of a real source)
     size: int = setting(32, **_at_least_one)  # training side in pixels
     seed: int = 0
@@ -150,6 +151,13 @@ class DataConfig:
     buckets: list[float] | None = (
         None  # aspect ratios (width / height), e.g. [0.5, 0.75, 1.0, 1.33, 2.0]; None: squares
     )
+    sources: list[dict] | None = (
+        None  # data.source=mixture: [{source, weight, image_column, caption_columns, split, n}]
+    )
+    image_format: str = setting("auto", choices=("auto", "png", "webp", "jpeg"))  # auto: png for Shapes, else jpeg
+    image_quality: int = setting(90, check=lambda q: 1 <= q <= 100, accepts="1 to 100")  # WebP/JPEG quality
+    text_cache: bool = True  # store each caption's text states (false: the encoder runs in the training step)
+    max_bad_fraction: float = setting(0.05, **_fraction)  # preparation stops when more rows are bad
 
 
 @dataclass
@@ -214,7 +222,9 @@ class TrainConfig:
     images_per_s_per_device: float | None = setting(None, **_positive)  # a measured rate, for the plan's estimate
 
 # %% ../nbs/08_config.ipynb #21feec4e
-IN_LOOP_METRICS = ("shapes", "fid-shapes", "cmmd-shapes")
+SHAPES_METRICS = ("shapes", "fid-shapes", "cmmd-shapes")  # against Shapes renders
+HELDOUT_METRICS = ("fid-heldout", "cmmd-heldout", "clip-heldout", "dino-mmd-heldout")  # against eval.heldout's photos
+IN_LOOP_METRICS = SHAPES_METRICS + HELDOUT_METRICS
 
 
 @dataclass
@@ -230,11 +240,19 @@ class EvalConfig:
     guidance: str = setting("cfg", choices=("cfg", "tread"))  # tread: TREAD self-guidance
     shift: float | None = setting(None, **_positive)  # the sampler's shift, saved in the scheduler (None: flow.shift)
     metrics: list[str] = setting(
-        list(IN_LOOP_METRICS),
+        list(SHAPES_METRICS),
         check=lambda v: set(v) <= set(IN_LOOP_METRICS),
         accepts=f"names from {IN_LOOP_METRICS} (judge a saved pipeline with `prx-nb eval` for others)",
     )
     teacher: str | None = None  # the Shapes feature net (None: built once in the cache)
+    heldout: str | None = None  # real images with captions the run never trains on (hub id or folder): *-heldout
+    heldout_split: str = "train"
+    heldout_n: int = setting(1000, **_at_least_one)  # rows of eval.heldout drawn at every evaluation
+    heldout_image_column: str = "image"
+    heldout_caption_column: str = "caption"
+    inception_weights: str | None = None  # torch-fidelity's InceptionV3 file (None: the torch hub cache)
+    clip_model: str = "openai/clip-vit-large-patch14-336"  # CMMD's and the CLIP score's network
+    dino_model: str = "facebook/dinov2-with-registers-large"  # DINO-MMD's network
 
 
 @dataclass
@@ -365,6 +383,28 @@ def check_schema(version, where: str):
         )
 
 
+SOURCE_KEYS = ("source", "weight", "image_column", "caption_columns", "split", "n")
+
+
+def _source_rules(data) -> list[str]:
+    "Problems in a mixture's `data.sources` (read when data.source=mixture)."
+    if data.source != "mixture":
+        return []
+    if not data.sources:
+        return ["data.source=mixture reads data.sources: list them, e.g. data.sources='[{source: A, weight: 0.7}]'"]
+    if data.buckets:
+        return ["data.source=mixture with data.buckets: a mixture is read in square crops; drop data.buckets"]
+    problems = []
+    for i, s in enumerate(data.sources):
+        if not isinstance(s, dict) or not s.get("source"):
+            problems.append(f"data.sources[{i}]={s!r}: each source is a mapping with at least `source`")
+        elif unknown := set(s) - set(SOURCE_KEYS):
+            problems.append(f"data.sources[{i}] has unknown keys {sorted(unknown)}; valid: {', '.join(SOURCE_KEYS)}")
+        elif not float(s.get("weight", 1.0)) > 0:
+            problems.append(f"data.sources[{i}].weight={s.get('weight')!r}: give each source a weight > 0")
+    return problems
+
+
 def _data_rules(cfg: Config) -> list[str]:
     "Problems among the data and text keys."
     data, text, problems = cfg.data, cfg.text, []
@@ -376,6 +416,7 @@ def _data_rules(cfg: Config) -> list[str]:
         )
     if data.source == "shapes" and data.size not in SIZES_PX:
         problems.append(f"data.size={data.size}: Shapes draws at one of {SIZES_PX}")
+    problems += _source_rules(data)
     if data.streaming and not data.shard_size:
         problems.append("data.streaming=true prepares shard by shard: set data.shard_size=<rows per shard>")
     if text.encoder == "words" and data.streaming:
@@ -384,6 +425,17 @@ def _data_rules(cfg: Config) -> list[str]:
             "use a pretrained encoder (e.g. text.encoder=minilm) when data.streaming=true"
         )
     return problems
+
+
+def _eval_rules(cfg: Config) -> list[str]:
+    "Problems among the eval keys."
+    wanted = [m for m in cfg.eval.metrics if m in HELDOUT_METRICS]
+    if cfg.eval.every and wanted and not cfg.eval.heldout:
+        return [
+            f"eval.metrics has {', '.join(wanted)}, which compare with real held-out images: set eval.heldout=<hub id "
+            "or folder of images with captions the run does not train on>, or drop them"
+        ]
+    return []
 
 
 def _model_rules(cfg: Config) -> list[str]:
@@ -420,7 +472,7 @@ def _model_rules(cfg: Config) -> list[str]:
 
 def validate(cfg: Config) -> Config:
     "Check every rule between keys; one ConfigError naming the first problem and its fix."
-    problems = _data_rules(cfg) + _model_rules(cfg)
+    problems = _data_rules(cfg) + _model_rules(cfg) + _eval_rules(cfg)
     if problems:
         raise ConfigError(problems[0])
     return cfg
@@ -457,7 +509,10 @@ def config_changes(saved: dict, cfg: Config) -> list[str]:
 def check_runnable(cfg: Config) -> Config:
     "What a preset may leave to the user and a run needs: a data source, and model.init when text.encoder=init."
     if not cfg.data.source:
-        raise ConfigError("data.source is not set: pass data.source=<hub id or local folder> (see the data chapter)")
+        raise ConfigError(
+            "data.source is not set: pass data.source=<hub id or local folder>, or data.source=mixture with"
+            " data.sources (see the data chapter)"
+        )
     if cfg.text.encoder == "init" and not cfg.model.init:
         raise ConfigError(
             "text.encoder=init reads model.init's text encoder, but model.init is not set: pass "
@@ -504,14 +559,25 @@ PRESETS = {
 }
 
 # %% ../nbs/08_config.ipynb #ebc37c07
+PRX_SOURCES = [  # weights: rows, so each image is seen about as often; columns as the dataset cards publish them
+    {"source": "lehduong/flux_generated", "weight": 1.75, "caption_columns": {"caption_caption": 1.0}},
+    {
+        "source": "LucasFang/FLUX-Reason-6M",
+        "weight": 5.89,
+        "caption_columns": {"caption_original": 0.5, "caption_detail": 0.5},
+    },
+    {"source": "brivangl/midjourney-v6-llava", "weight": 0.99, "caption_columns": {"prompt": 0.5, "llava": 0.5}},
+]  # short and re-captioned prompts 50/50 where a set has both (blog, Part 2)
 PRESETS["prx-24h-512"] = {
     "model": {"preset": "prx-speedrun"},  # prx_jit_32_small (repo): hidden 1792, depth 16, heads 28, patch 32
     "data": {
-        "source": None,
+        "source": "mixture",
+        "sources": PRX_SOURCES,  # the three datasets of PRX's day, each by its rows (data_cards/)
+        "text_cache": False,  # T5-Gemma's states of 17.4M captions: terabytes; encoded in the step (data chapter)
         "n": None,
-        "size": 512,  # set data.source: 8.7M synthetic images (data_cards/)
-        "caption_columns": {"prompt": 0.5, "enhanced_prompt": 0.5},
-    },  # short and re-captioned, 50/50 (blog, Part 2)
+        "size": 512,
+        "caption_columns": {"prompt": 0.5, "enhanced_prompt": 0.5},  # read when data.source names one dataset
+    },
     "text": {"encoder": "google/t5gemma-2b-2b-ul2", "max_tokens": 256},  # T5-Gemma-2B, 2304-d, 256 tokens (repo)
     "flow": {"shift": 3.0, "noise_scale": 1.0, "uniform_frac": 0.1, "loss_t_min": 0.05},  # (repo)
     "train": {
@@ -551,7 +617,12 @@ PRESETS["prx-24h-512"] = {
         "dino": 0.01,
         "dino_teacher": "facebook/dinov2-with-registers-base",
     },  # DINOv2-B/14-reg, 0.01 (repo)
-    "eval": {"every": 0},  # FID/CMMD against real images belong to the eval chapter, not ShapesEval
+    "eval": {
+        "every": 2000,
+        "metrics": list(HELDOUT_METRICS),  # against real photographs, not Shapes renders
+        "heldout": "sayakpaul/coco-30-val-2014",  # COCO val2014 photos, one caption each (columns: image, caption)
+        "heldout_n": 1024,
+    },
 }
 # stage 2: 1024 px, 20k steps, global batch 512, REPA off (blog, Part 3); set model.init=<stage 1>/pipeline
 PRESETS["prx-24h-1024"] = {

@@ -16,12 +16,14 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['BACKGROUNDS', 'COLORS', 'SHAPES', 'POSITIONS', 'SIZE_DIVISORS', 'HELD_OUT', 'NUMBERS', 'RELATIONS', 'KINDS',
-           'SIZES_PX', 'DEFAULT_PROPORTIONS', 'replace_path', 'write_atomic', 'seen_pairs', 'shape_mask', 'shape_box',
-           'fill_class', 'raster_fill', 'snap', 'render', 'cell_of', 'sample_scene', 'canonical_caption', 'paraphrases',
-           'shapes_example', 'shapes_manifest', 'build_shapes', 'verify_shapes', 'BadSample', 'load_image_text',
-           'check_columns', 'caption_options', 'pick_caption', 'decode_image', 'fit_to_bucket', 'center_crop_resize',
-           'BadDataReport', 'undecoded', 'clean_rows', 'prepare_dataset', 'PreparedData', 'prepare_shards',
-           'prepare_stream', 'finish_shards', 'aspect_buckets', 'BucketBatchSampler']
+           'SIZES_PX', 'DEFAULT_PROPORTIONS', 'IMAGE_FORMATS', 'replace_path', 'write_atomic', 'seen_pairs',
+           'shape_mask', 'shape_box', 'fill_class', 'raster_fill', 'snap', 'render', 'cell_of', 'sample_scene',
+           'canonical_caption', 'paraphrases', 'shapes_example', 'shapes_manifest', 'build_shapes', 'verify_shapes',
+           'BadSample', 'load_image_text', 'check_columns', 'caption_options', 'pick_caption', 'decode_image',
+           'fit_to_bucket', 'center_crop_resize', 'BadDataReport', 'undecoded', 'clean_rows', 'encode_image',
+           'decode_pixels', 'states_from_bytes', 'RowWriter', 'prepare_dataset', 'PreparedData', 'collate',
+           'prepare_shards', 'prepare_stream', 'finish_shards', 'MixtureSampler', 'aspect_buckets',
+           'BucketBatchSampler']
 
 # %% ../nbs/01_data.ipynb #6dfabc35
 def replace_path(tmp, path):
@@ -585,98 +587,188 @@ def clean_rows(
             continue
         yield pix, opts
 
-# %% ../nbs/01_data.ipynb #5b8e6115
-def _caption_table(options_per_row):
-    "Unique caption ids (the empty prompt first) and per-row (ids, weights) arrays."
-    table = {"": 0}
-    K = max(len(o) for o in options_per_row)
-    ids = np.full((len(options_per_row), K), -1, np.int32)
-    ws = np.zeros((len(options_per_row), K), np.float32)
-    for i, opts in enumerate(options_per_row):
-        for j, (c, w) in enumerate(opts):
-            ids[i, j] = table.setdefault(c, len(table))
-            ws[i, j] = w
-    return list(table), ids, ws
-
-# %% ../nbs/01_data.ipynb #d34e2e1f
-def _encode_captions(captions: list[str], encode, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    "Text states (bf16) and masks of every unique caption, trimmed to the longest caption."
-    embeds, masks = [], []
-    for i in range(0, len(captions), batch):
-        e, m = encode(captions[i : i + batch])
-        embeds.append(e.to(torch.bfloat16))
-        masks.append(m.bool())
-    embeds, masks = torch.cat(embeds), torch.cat(masks)
-    length = max(int(masks.sum(1).max()), 1)
-    return embeds[:, :length].contiguous(), masks[:, :length].contiguous()
+# %% ../nbs/01_data.ipynb #e8eedca4
+IMAGE_FORMATS = ("png", "webp", "jpeg")
 
 
-def _write_images(
-    folder: Path, pixels: list, kind: str, shapes: list, bucketed: bool, encode_images=None
-) -> np.ndarray:
-    "One array per bucket shape (one in all without buckets), encoded to latents in latent mode; each row's bucket id."
-    bucket = np.array([shapes.index(p.shape[:2]) for p in pixels], np.int64)
-    position = np.zeros(len(pixels), np.int64)
-    for b, (h, w) in enumerate(shapes):
-        rows = np.flatnonzero(bucket == b)
-        position[rows] = np.arange(len(rows))
-        if not len(rows):
-            continue
-        arr = np.stack([pixels[i] for i in rows])
-        if encode_images is not None:  # encoded once, like the text
-            arr = np.concatenate(
-                [
-                    encode_images(arr[i : i + 64]).float().cpu().numpy().astype(np.float16)
-                    for i in range(0, len(arr), 64)
-                ]
+def encode_image(pixels: np.ndarray, image_format: str = "png", quality: int = 90) -> bytes:
+    "uint8 (h, w, 3) pixels as PNG (lossless), WebP or JPEG bytes at `quality`."
+    import io
+
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image format {image_format!r}: choose one of {', '.join(IMAGE_FORMATS)}")
+    buffer = io.BytesIO()
+    options = dict(compress_level=1) if image_format == "png" else dict(quality=quality)
+    if image_format == "webp" and quality >= 100:
+        options = dict(lossless=True)
+    Image.fromarray(pixels).save(buffer, format=image_format.upper(), **options)
+    return buffer.getvalue()
+
+
+def decode_pixels(data: bytes) -> np.ndarray:
+    "uint8 (h, w, 3) pixels of an encoded image."
+    import io
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+# %% ../nbs/01_data.ipynb #0f61b7a8
+def _states(embeds: torch.Tensor, masks: torch.Tensor) -> list[bytes]:
+    "Each caption's bf16 states up to its last real token, as bytes."
+    out = []
+    for e, m in zip(embeds, masks.bool()):
+        length = max(int(m.nonzero().max()) + 1 if m.any() else 0, 1)
+        out.append(e[:length].to(torch.bfloat16).contiguous().view(torch.uint8).numpy().tobytes())
+    return out
+
+
+def states_from_bytes(data: bytes, dim: int) -> torch.Tensor:
+    "(L, dim) bf16 states of one caption from their stored bytes."
+    return torch.frombuffer(bytearray(data), dtype=torch.bfloat16).view(-1, dim)
+
+
+def _row_features(text: bool, latent: bool):
+    "The Arrow columns of a prepared row."
+    import datasets
+
+    columns = dict(
+        image=datasets.Value("binary"),
+        bucket=datasets.Value("int32"),
+        captions=datasets.List(datasets.Value("string")),
+        weights=datasets.List(datasets.Value("float32")),
+    )
+    if text:
+        columns["text"] = datasets.List(datasets.Value("binary"))
+    return datasets.Features(columns)
+
+# %% ../nbs/01_data.ipynb #683775ff
+class RowWriter:
+    "Writes prepared rows a chunk at a time into rows.arrow with `datasets`' ArrowWriter, encoding text and latents."
+
+    def __init__(
+        self, folder: Path, encode, text: bool, shapes: list, image_format: str, quality: int, encode_images=None
+    ):
+        from datasets.arrow_writer import ArrowWriter
+
+        self.encode, self.text, self.shapes, self.encode_images = encode, text, shapes, encode_images
+        self.image_format, self.quality = image_format, quality
+        features = _row_features(text, encode_images is not None)
+        self.writer = ArrowWriter(features=features, path=str(folder / "rows.arrow"), writer_batch_size=256)
+        self.n, self.image_bytes, self.text_bytes, self.captions, self.tokens, self.dim = 0, 0, 0, 0, 0, 0
+        self.latent_shapes = {}
+
+    def _images(self, pixels: list) -> list[bytes]:
+        "Encoded images of a chunk (latent mode: float16 latents, one encoder call per shape)."
+        if self.encode_images is None:
+            return [encode_image(p, self.image_format, self.quality) for p in pixels]
+        out = [b""] * len(pixels)
+        for shape in {p.shape[:2] for p in pixels}:
+            rows = [i for i, p in enumerate(pixels) if p.shape[:2] == shape]
+            latents = self.encode_images(np.stack([pixels[i] for i in rows])).float().cpu().numpy()
+            self.latent_shapes[shape] = list(latents.shape[1:])
+            for i, z in zip(rows, latents.astype(np.float16)):
+                out[i] = z.tobytes()
+        return out
+
+    def write(self, pixels: list, options: list):
+        "Write one chunk: pixels (h, w, 3) and caption options per row."
+        images = self._images(pixels)
+        states = iter(())
+        if self.text:
+            captions = [c for opts in options for c, _ in opts]
+            embeds, masks = self.encode(captions)
+            states = iter(_states(embeds, masks))
+            self.dim, self.captions = int(embeds.shape[-1]), self.captions + len(captions)
+            self.tokens = max(self.tokens, int(masks.sum(1).max()))
+        for image, p, opts in zip(images, pixels, options):
+            row = dict(
+                image=image,
+                bucket=self.shapes.index(p.shape[:2]),
+                captions=[c for c, _ in opts],
+                weights=[w for _, w in opts],
             )
-        np.save(folder / f"{kind}{f'-{h}x{w}' if bucketed else ''}.npy", arr)
-    if bucketed:
-        np.save(folder / "buckets.npy", np.stack([bucket, position], 1))
+            if self.text:
+                row["text"] = [next(states) for _ in opts]
+                self.text_bytes += sum(map(len, row["text"]))
+            self.image_bytes += len(image)
+            self.writer.write(row)
+        self.n += len(pixels)
+
+    def close(self):
+        self.writer.finalize()
+
+# %% ../nbs/01_data.ipynb #84faadfa
+def _check_bad(report: BadDataReport, good: int, max_bad_fraction: float):
+    "Stop, naming the counts and the setting, when too many rows were bad."
+    seen = good + report.total
+    if not good:
+        raise ValueError(f"no usable rows in the dataset: {report}")
+    if report.total > max_bad_fraction * seen:
+        raise ValueError(
+            f"{report.total} of {seen} rows are bad ({report.total / seen:.1%} > data.max_bad_fraction="
+            f"{max_bad_fraction}): {report.as_dict()['by_reason']}, e.g. {report.as_dict()['examples']}. Check "
+            "data.image_column and data.caption_columns, or raise data.max_bad_fraction to accept them"
+        )
 
 
+def _empty_prompt(folder: Path, encode):
+    "The empty prompt's states, encoded once (caption dropout's condition)."
+    from safetensors.torch import save_file
+
+    embeds, masks = encode([""])
+    length = max(int(masks[0].sum()), 1)
+    save_file(
+        {"embeds": embeds[:, :length].to(torch.bfloat16).contiguous(), "masks": masks[:, :length].bool()},
+        str(folder / "empty.safetensors"),
+    )
+
+# %% ../nbs/01_data.ipynb #3bbf3376
 def prepare_dataset(
-    ds,  # a `datasets.Dataset` (or any sized iterable of dict rows)
+    ds,  # a `datasets.Dataset` (or any iterable of dict rows)
     out,  # output directory
     size: int,  # training side in pixels
     encode,  # fn(list[str]) -> (embeds (n, L, D), masks (n, L))
     image_column: str = "image",  # column holding images
     caption_columns: dict | None = None,  # column -> weight
-    encode_batch: int = 512,  # captions per encoder call
+    encode_batch: int = 512,  # rows per chunk: captions are encoded a chunk at a time
     meta: dict | None = None,  # extra facts stored in prepared.json
-    encode_images=None,  # fn(uint8 (B, S, S, 3)) -> latents (B, C, h, w): latent mode stores these instead
+    encode_images=None,  # fn(uint8 (B, h, w, 3)) -> latents (B, C, h', w'): latent mode stores these instead
     buckets: list | None = None,  # aspect-ratio buckets (h, w) from `aspect_buckets`; None: square `size` crops
+    image_format: str = "png",  # 'png' (lossless), 'webp' or 'jpeg'
+    image_quality: int = 90,  # WebP/JPEG quality
+    text_cache: bool = True,  # store each caption's states (False: the encoder runs in the training step)
+    max_bad_fraction: float = 0.05,  # stop when more of the rows are bad
 ) -> dict:  # the prepared.json content
-    "Convert a dataset once into pixels, caption ids and cached text-encoder states."
-    from safetensors.torch import save_file
+    "Convert a dataset once into compressed images, caption options and their trimmed text states, a chunk at a time."
+    import itertools
 
     caption_columns, out, report = caption_columns or {"caption": 1.0}, Path(out), BadDataReport()
     rows = undecoded(ds, image_column) if hasattr(ds, "cast_column") else ds
-    pixels, options = [], []
-    for p, o in clean_rows(rows, image_column, caption_columns, size, report, buckets):
-        pixels.append(p)
-        options.append(o)
-    if not pixels:
-        raise ValueError(f"no usable rows in the dataset: {report}")
-    unique, ids, weights = _caption_table(options)
-    embeds, masks = _encode_captions(unique, encode, encode_batch)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shapes = [tuple(b) for b in buckets] if buckets else [(size, size)]
-    _write_images(
-        tmp, pixels, "latents" if encode_images is not None else "pixels", shapes, bool(buckets), encode_images
-    )
-    np.save(tmp / "captions.npy", ids)
-    np.save(tmp / "weights.npy", weights)
-    save_file({"embeds": embeds, "masks": masks}, str(tmp / "text.safetensors"))
+    writer = RowWriter(tmp, encode, text_cache, shapes, image_format, image_quality, encode_images)
+    good = clean_rows(rows, image_column, caption_columns, size, report, buckets)
+    while chunk := list(itertools.islice(good, encode_batch)):
+        writer.write(*zip(*chunk))
+    writer.close()
+    _check_bad(report, writer.n, max_bad_fraction)
+    if text_cache:
+        _empty_prompt(tmp, encode)
     info = dict(
-        n=len(pixels),
+        format=2,
+        n=writer.n,
         size=size,
         latent=encode_images is not None,
-        captions=len(unique),
-        text_tokens=embeds.shape[1],
-        text_dim=int(embeds.shape[-1]),
+        image_format=image_format,
+        image_quality=image_quality if image_format != "png" else None,
+        text_cache=text_cache,
+        captions=writer.captions,
+        text_tokens=writer.tokens,
+        text_dim=writer.dim,
+        image_bytes=writer.image_bytes / writer.n,
+        text_bytes=writer.text_bytes / max(writer.captions, 1),
+        latent_shapes={f"{h}x{w}": s for (h, w), s in writer.latent_shapes.items()} or None,
         image_column=image_column,
         caption_columns=caption_columns,
         buckets=[list(b) for b in shapes] if buckets else None,
@@ -684,78 +776,113 @@ def prepare_dataset(
         **(meta or {}),
     )
     (tmp / "prepared.json").write_text(json.dumps(info, indent=1))
-    (tmp / "captions.json").write_text(json.dumps(unique))
     replace_path(tmp, out)
     return info
 
-# %% ../nbs/01_data.ipynb #a7331bba
+# %% ../nbs/01_data.ipynb #9f971235
 class PreparedData(torch.utils.data.Dataset):
-    "Training view of a prepared folder (one piece or sharded): (pixels (3, S, S) or latents, caption id) per index."
+    "Training view of prepared folders (one piece, sharded, or several sources): (image, caption states or text)."
 
-    def __init__(self, path, seed: int = 0):
+    def __init__(self, path, seed: int = 0):  # a prepared folder, or a list of them (a mixture's sources)
         from safetensors.torch import load_file
 
-        self.path, self.seed, self.epoch = Path(path), seed, 0
-        if not (self.path / "prepared.json").exists():
-            raise FileNotFoundError(
-                f"{path} is not a prepared dataset (no prepared.json): run prepare_dataset, or `prx-nb data prepare` to"
-                " the end"
-            )
-        self.info = json.loads((self.path / "prepared.json").read_text())
-        parts = [self.path / s for s in self.info["shards"]] if "shards" in self.info else [self.path]
-        self._pixels, ids, ws, es, ms, self._caps, off = [], [], [], [], [], [], 0
-        self.latent = bool(self.info.get("latent"))
-        kind, self._bucket, self._pos = "latents" if self.latent else "pixels", [], []
-        for p in parts:  # caption ids of shard k move past the captions of shards 0..k-1
-            pi = json.loads((p / "prepared.json").read_text())
-            if pi.get("buckets"):  # one array per bucket shape; buckets.npy holds (bucket, position) per row
-                self._pixels.append(
-                    {
-                        b: np.load(p / f"{kind}-{h}x{w}.npy", mmap_mode="r")
-                        for b, (h, w) in enumerate(pi["buckets"])
-                        if (p / f"{kind}-{h}x{w}.npy").exists()
-                    }
-                )
-                bp = np.load(p / "buckets.npy")
-                self._bucket.append(bp[:, 0])
-                self._pos.append(bp[:, 1])
-            else:
-                a = np.load(p / f"{kind}.npy", mmap_mode="r")
-                self._pixels.append({0: a})
-                self._bucket.append(np.zeros(len(a), np.int64))
-                self._pos.append(np.arange(len(a)))
-            i_ = np.load(p / "captions.npy")
-            ids.append(np.where(i_ >= 0, i_ + off, -1))
-            ws.append(np.load(p / "weights.npy"))
-            t = load_file(str(p / "text.safetensors"))
-            es.append(t["embeds"])
-            ms.append(t["masks"])
-            self._caps.append(p / "captions.json")
-            off += len(t["embeds"])
-        L, K = max(e.shape[1] for e in es), max(w.shape[1] for w in ws)
-        pad = torch.nn.functional.pad
-        self.embeds = torch.cat([pad(e, (0, 0, 0, L - e.shape[1])) for e in es])
-        self.masks = torch.cat([pad(m, (0, L - m.shape[1])) for m in ms])
-        self.ids = np.concatenate([np.pad(i, ((0, 0), (0, K - i.shape[1])), constant_values=-1) for i in ids])
-        self.weights = np.concatenate([np.pad(w, ((0, 0), (0, K - w.shape[1]))) for w in ws])
-        self._shard = np.concatenate([np.full(len(b), k) for k, b in enumerate(self._bucket)])
-        self.bucket, self._pos = np.concatenate(self._bucket), np.concatenate(self._pos)
+        paths = [Path(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
+        self.path, self.seed, self.epoch = paths[0], seed, 0
+        self.infos = [_read_prepared(p) for p in paths]
+        self.info = self.infos[0]
+        _check_alike(paths, self.infos)
+        self.rows = _open_rows([p / s for p, i in zip(paths, self.infos) for s in i.get("shards", ["."])])
+        self.sizes = [i["n"] for i in self.infos]  # rows per source
+        self.latent, self.text_cache, self.dim = (
+            bool(self.info["latent"]),
+            self.info["text_cache"],
+            self.info["text_dim"],
+        )
         self.buckets = [tuple(b) for b in self.info["buckets"]] if self.info.get("buckets") else None
+        self.bucket = self.rows.data.column("bucket").to_numpy() if self.buckets else None
+        self.empty = load_file(str(paths[0] / self._empty_file())) if self.text_cache else None
+
+    def _empty_file(self) -> str:
+        return f"{self.info['shards'][0]}/empty.safetensors" if "shards" in self.info else "empty.safetensors"
 
     def __len__(self):
-        return len(self.ids)
+        return len(self.rows)
 
     def set_epoch(self, epoch: int):
         self.epoch = epoch
 
-    def captions(self) -> list[str]:
-        return [c for p in self._caps for c in json.loads(p.read_text())]
+    def _item(self, i: int, row: dict):
+        "One sample from its row: the image tensor, and the drawn caption's states (or text)."
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])  # a caption per (seed, epoch, index)
+        k = int(pick_caption(np.arange(len(row["weights"])), np.asarray(row["weights"]), rng))
+        text = states_from_bytes(row["text"][k], self.dim) if self.text_cache else row["captions"][k]
+        return self._image(row["image"], row["bucket"]), text
+
+    def _image(self, data: bytes, bucket: int) -> torch.Tensor:
+        if self.latent:
+            shape = self.info["latent_shapes"]["x".join(map(str, (self.buckets or [(self.info["size"],) * 2])[bucket]))]
+            return torch.from_numpy(np.frombuffer(data, np.float16).reshape(shape).astype(np.float32))
+        return torch.from_numpy(decode_pixels(data).copy()).permute(2, 0, 1)
 
     def __getitem__(self, i):
-        rng = np.random.default_rng([self.seed, self.epoch, int(i)])  # a caption per (seed, epoch, index)
-        cid = int(pick_caption(self.ids[i], self.weights[i], rng))
-        x = torch.from_numpy(np.array(self._pixels[self._shard[i]][self.bucket[i]][self._pos[i]]))
-        return (x.float() if self.latent else x.permute(2, 0, 1)), cid
+        return self._item(i, self.rows[int(i)])
+
+    def __getitems__(self, indices: list) -> list:
+        "A batch's samples from one read of their rows."
+        columns = self.rows[list(map(int, indices))]
+        return [self._item(i, {k: v[j] for k, v in columns.items()}) for j, i in enumerate(indices)]
+
+    def caption(self, i: int, k: int = 0) -> str:
+        return self.rows[int(i)]["captions"][k]
+
+# %% ../nbs/01_data.ipynb #5d73feed
+def _read_prepared(path: Path) -> dict:
+    "A prepared folder's prepared.json, refusing folders of the old format."
+    if not (path / "prepared.json").exists():
+        raise FileNotFoundError(
+            f"{path} is not a prepared dataset (no prepared.json): run prepare_dataset, or `prx-nb data prepare` to"
+            " the end"
+        )
+    info = json.loads((path / "prepared.json").read_text())
+    if info.get("format") != 2:
+        raise ValueError(
+            f"{path} was prepared by an older prx-nb (raw arrays, one text table): delete it and prepare"
+            " again (a run does this itself when its data settings change)"
+        )
+    return info
+
+
+def _check_alike(paths: list, infos: list):
+    "Sources mixed in one run need the same size, space and text tower."
+    for p, i in zip(paths[1:], infos[1:]):
+        for key in ("size", "latent", "text_cache", "text_dim", "buckets"):
+            if i.get(key) != infos[0].get(key):
+                raise ValueError(
+                    f"{p} has {key}={i.get(key)!r} and {paths[0]} {infos[0].get(key)!r}: sources of a "
+                    "mixture are prepared with the same data.size, buckets and text tower"
+                )
+
+
+def _open_rows(folders: list):
+    "The rows of every folder as one memory-mapped `datasets.Dataset`."
+    import datasets
+
+    parts = [datasets.Dataset.from_file(str(f / "rows.arrow")) for f in folders]
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+
+# %% ../nbs/01_data.ipynb #5e5bb5af
+def collate(samples: list) -> tuple:
+    "A batch: stacked images, and the captions' states padded to the longest (embeds, masks) or their texts."
+    images = torch.stack([s[0] for s in samples])
+    texts = [s[1] for s in samples]
+    if isinstance(texts[0], str):
+        return images, texts
+    length = max(len(t) for t in texts)
+    embeds = torch.zeros(len(texts), length, texts[0].shape[-1], dtype=torch.bfloat16)
+    masks = torch.zeros(len(texts), length, dtype=torch.bool)
+    for j, t in enumerate(texts):
+        embeds[j, : len(t)], masks[j, : len(t)] = t, True
+    return images, (embeds, masks)
 
 # %% ../nbs/01_data.ipynb #34fc29de
 def _shard_done(d: Path, meta: dict | None) -> bool:
@@ -776,8 +903,7 @@ def prepare_shards(
     rank: int = 0,
     world: int = 1,  # this worker and the number of workers: worker r takes shards r, r + world, ...
     meta: dict | None = None,
-    encode_images=None,
-    buckets: list | None = None,
+    **options,  # `prepare_dataset`'s: encode_images, buckets, image_format, text_cache, max_bad_fraction, ...
 ) -> dict | None:  # the index, or None while shards are missing
     "Prepare a dataset as shards: resumable (finished shards are kept) and parallel (workers take disjoint shards)."
     out = Path(out)
@@ -789,18 +915,9 @@ def prepare_shards(
         if _shard_done(d, meta):
             continue
         rows = ds.select(range(s * shard_size, min(n, (s + 1) * shard_size)))
-        prepare_dataset(
-            rows,
-            d,
-            size,
-            encode,
-            image_column,
-            caption_columns,
-            meta=dict(key=(meta or {}).get("key"), shard=s),
-            encode_images=encode_images,
-            buckets=buckets,
-        )
-    return finish_shards(out, k, meta)
+        shard_meta = dict(key=(meta or {}).get("key"), shard=s)
+        prepare_dataset(rows, d, size, encode, image_column, caption_columns, meta=shard_meta, **options)
+    return finish_shards(out, k, meta, options.get("max_bad_fraction", 0.05))
 
 
 def prepare_stream(
@@ -814,8 +931,7 @@ def prepare_stream(
     rank: int = 0,
     world: int = 1,  # this worker and the number of workers (shards rank, rank + world, ... are this worker's)
     meta: dict | None = None,
-    encode_images=None,
-    buckets: list | None = None,
+    **options,  # as `prepare_shards`
 ) -> dict | None:  # the index, or None while workers run
     "Prepare a stream shard by shard as it arrives, so the source never has to fit on a disk; resumable and parallel."
     import itertools
@@ -829,53 +945,96 @@ def prepare_stream(
         j += 1
         if _shard_done(d, meta):
             continue  # read past it, prepare nothing
-        prepare_dataset(
-            chunk,
-            d,
-            size,
-            encode,
-            image_column,
-            caption_columns,
-            meta=dict(key=(meta or {}).get("key"), shard=sid),
-            encode_images=encode_images,
-            buckets=buckets,
-        )
+        shard_meta = dict(key=(meta or {}).get("key"), shard=sid)
+        prepare_dataset(chunk, d, size, encode, image_column, caption_columns, meta=shard_meta, **options)
     (out / f"worker-{rank}-of-{world}.json").write_text(json.dumps(dict(shards=j, key=(meta or {}).get("key"))))
     done = [out / f"worker-{r}-of-{world}.json" for r in range(world)]
     if not all(p.exists() and json.loads(p.read_text())["key"] == (meta or {}).get("key") for p in done):
         return None
-    return finish_shards(out, sum(json.loads(p.read_text())["shards"] for p in done), meta)
+    total = sum(json.loads(p.read_text())["shards"] for p in done)
+    return finish_shards(out, total, meta, options.get("max_bad_fraction", 0.05))
 
 
-def finish_shards(out, k: int, meta: dict | None = None) -> dict | None:
-    "Index `k` finished shards in out/prepared.json (atomically); None while any is missing."
-    out = Path(out)
-    parts = [out / f"shard-{s:05d}" for s in range(k)]
-    if not all((p / "prepared.json").exists() for p in parts):
-        return None
-    infos = [json.loads((p / "prepared.json").read_text()) for p in parts]
+def _merge_bad(infos: list) -> BadDataReport:
+    "The shards' bad-row reports as one."
     bad = BadDataReport()
     for i in infos:
         for r, c in i["bad"]["by_reason"].items():
             bad.counts[r] = bad.counts.get(r, 0) + c
         for r, ex in i["bad"]["examples"].items():
             bad.examples.setdefault(r, []).extend(ex[: 5 - len(bad.examples.get(r, []))])
-    info = dict(
-        n=sum(i["n"] for i in infos),
-        size=infos[0]["size"],
-        latent=infos[0].get("latent", False),
+    return bad
+
+
+def finish_shards(out, k: int, meta: dict | None = None, max_bad_fraction: float = 1.0) -> dict | None:
+    "Index `k` finished shards in out/prepared.json (atomically); None while any is missing."
+    out = Path(out)
+    parts = [out / f"shard-{s:05d}" for s in range(k)]
+    if not all((p / "prepared.json").exists() for p in parts):
+        return None
+    infos = [json.loads((p / "prepared.json").read_text()) for p in parts]
+    n, bad = sum(i["n"] for i in infos), _merge_bad(infos)
+    _check_bad(bad, n, max_bad_fraction)
+    captions = sum(i["captions"] for i in infos)
+    info = {
+        key: infos[0].get(key)
+        for key in (
+            "format",
+            "size",
+            "latent",
+            "image_format",
+            "image_quality",
+            "text_cache",
+            "text_dim",
+            "image_column",
+            "caption_columns",
+            "buckets",
+        )
+    }
+    info.update(
+        n=n,
         shards=[p.name for p in parts],
-        captions=sum(i["captions"] for i in infos),
+        captions=captions,
         text_tokens=max(i["text_tokens"] for i in infos),
-        text_dim=infos[0]["text_dim"],
-        image_column=infos[0]["image_column"],
-        caption_columns=infos[0]["caption_columns"],
-        buckets=infos[0].get("buckets"),
+        image_bytes=sum(i["image_bytes"] * i["n"] for i in infos) / n,
+        text_bytes=sum(i["text_bytes"] * i["captions"] for i in infos) / max(captions, 1),
+        latent_shapes={k: v for i in infos for k, v in (i.get("latent_shapes") or {}).items()} or None,
         bad=bad.as_dict(),
         **(meta or {}),
     )
     write_atomic(out / "prepared.json", json.dumps(info, indent=1))
     return info
+
+# %% ../nbs/01_data.ipynb #5722f0c3
+class MixtureSampler(torch.utils.data.Sampler):
+    "Indices into concatenated sources, each position's source drawn by weight; shuffled by (seed, epoch)."
+
+    def __init__(self, sizes: list, weights: list, seed: int = 0, epoch_size: int | None = None):
+        self.sizes, self.seed, self.epoch = list(sizes), seed, 0
+        self.weights = np.asarray(weights, float) / np.sum(weights)
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
+        self.epoch_size = epoch_size or int(sum(self.sizes))
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.epoch_size
+
+    def _rows(self, source: int, count: int) -> np.ndarray:
+        "The first `count` rows source `source` gives this epoch: permutations of it, one after another."
+        n = self.sizes[source]
+        perms = [
+            np.random.default_rng([self.seed, self.epoch, source, j]).permutation(n) for j in range(-(-count // n))
+        ]
+        return np.concatenate(perms)[:count] + self.offsets[source]
+
+    def __iter__(self):
+        choice = np.random.default_rng([self.seed, self.epoch]).choice(len(self.sizes), self.epoch_size, p=self.weights)
+        order = np.empty(self.epoch_size, np.int64)
+        for s in range(len(self.sizes)):
+            order[choice == s] = self._rows(s, int((choice == s).sum()))
+        return iter(order.tolist())
 
 # %% ../nbs/01_data.ipynb #dbe3abb2
 def aspect_buckets(

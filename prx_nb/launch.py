@@ -269,11 +269,19 @@ def measured_rate(preset: str, gpu: str, results=None) -> tuple[float, str]:
 
 # %% ../nbs/12_launch.ipynb #ab783e55
 def check_data(cfg: Config, rows: int = 4) -> str:
-    "Open the run's data (streamed) and decode its first rows; one line saying what was found."
+    "Open the run's data (streamed; each source of a mixture) and decode its first rows; what was found."
+    from prx_nb.train import source_configs
+
+    if cfg.data.source == "mixture":
+        return "; ".join(_check_source(c.data, rows) for c in source_configs(cfg))
+    return _check_source(cfg.data, rows)
+
+
+def _check_source(data, rows: int) -> str:
+    "One source: its columns, and the first rows' images decoded."
     import itertools
     from prx_nb.data import check_columns, decode_image, load_image_text
 
-    data = cfg.data
     if data.source in (None, "shapes"):
         if data.source is None:
             raise ConfigError("data.source is not set: name the prepared dataset (a path or a hub id)")

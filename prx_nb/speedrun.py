@@ -22,8 +22,8 @@ from .train import run_shapes_eval, train
 from .eval import plot_curves, read_log, shapes_distances, shapes_features
 
 # %% auto #0
-__all__ = ['GRID_PROMPTS', 'ABLATIONS', 'sample_grid', 'write_report', 'speedrun', 'ablate', 'ablation_table', 'model_card',
-           'publish']
+__all__ = ['GRID_PROMPTS', 'ABLATIONS', 'LICENSES', 'sample_grid', 'write_report', 'speedrun', 'ablate', 'ablation_table',
+           'component_license', 'model_card', 'publish']
 
 # %% ../nbs/13_speedrun.ipynb #454e71dc
 def sample_grid(images: list, titles: list[str] | None = None, ncols: int = 6, path=None, scale: float = 1.6):
@@ -332,6 +332,48 @@ def _card_data(run: Path, cfg: dict) -> list[str]:
         lines.append(f"Build manifest: `{json.dumps(facts)}`")
     return lines
 
+# %% ../nbs/13_speedrun.ipynb #0462e675
+_APACHE = ("Apache-2.0", "https://www.apache.org/licenses/LICENSE-2.0", "apache-2.0")
+_GEMMA = ("Gemma Terms of Use", "https://ai.google.dev/gemma/terms", "gemma")
+LICENSES = {  # a model family (a model_type's start, or a word of the id): license, its terms, the Hub's license tag
+    "t5gemma": _GEMMA,
+    "gemma": _GEMMA,
+    "qwen3": _APACHE,
+    "dinov3": ("DINOv3 License", "https://ai.meta.com/resources/models-and-libraries/dinov3-license/", "other"),
+    "dinov2": _APACHE,
+    "minilm": _APACHE,  # sentence-transformers/all-MiniLM-L6-v2, the offline default text encoder
+}
+_OWN = ("words", "shapes")  # prx-nb's word tower and Shapes teacher, Apache-2.0 with prx-nb
+
+
+def _config_file(name_or_path) -> Path | None:
+    "config.json of a local model or pipeline folder, or of a hub id in the local cache; None if there is none."
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in ("config.json", "text_encoder/config.json"):
+        local = Path(str(name_or_path)).expanduser() / name
+        if local.is_file():
+            return local
+        try:
+            cached = try_to_load_from_cache(str(name_or_path), name)
+        except ValueError:  # not a repo id
+            cached = None
+        if isinstance(cached, str):
+            return Path(cached)
+    return None
+
+
+def component_license(name_or_path) -> tuple[str, str, str] | None:  # (license, terms, Hub tag); None: unknown
+    "The license of a text encoder, teacher or autoencoder, by its config's model_type, else by its id's words."
+    name, families = str(name_or_path), sorted(LICENSES, key=len, reverse=True)  # t5gemma before gemma
+    if name in _OWN:
+        return _APACHE
+    config = _config_file(name)
+    kind = json.loads(config.read_text()).get("model_type", "") if config else ""
+    by_kind = [LICENSES[f] for f in families if kind.startswith(f)]
+    by_name = [LICENSES[f] for f in families if f in name.lower().replace("-", "_")]
+    return (by_kind + by_name + [None])[0]
+
 # %% ../nbs/13_speedrun.ipynb #41101eb1
 def _card_usage(cls: str, repo_id: str, sampling: dict) -> list[str]:
     "How to load and sample the published pipeline with plain diffusers."
@@ -378,9 +420,49 @@ def _card_results(m: dict, sampling: dict) -> list[str]:
     ]
 
 
+def _card_parts(cfg: dict) -> list[tuple[str, str]]:
+    "The pretrained parts a run's pipeline bundles or its training read: (role, id or path)."
+    text, model, tricks = cfg.get("text", {}), cfg.get("model", {}), cfg.get("tricks", {})
+    encoder = text.get("encoder", "?")
+    parts = [("text encoder, bundled", model.get("init") if encoder == "init" else encoder)]
+    if model.get("vae"):
+        parts.append(("autoencoder, bundled", model["vae"]))
+    if tricks.get("repa"):
+        parts.append(("REPA teacher, training only", tricks.get("teacher", "shapes")))
+    if tricks.get("dino"):
+        dino = tricks.get("dino_teacher") or tricks.get("teacher", "shapes")
+        parts.append(("DINO loss teacher, training only", dino))
+    return parts
+
+
+def _card_license(cfg: dict) -> tuple[str, list[str]]:
+    "The card's Hub license tag, and its license section: prx-nb's own license, then every pretrained part's."
+    rows, bundled = [], set()
+    for role, source in _card_parts(cfg):
+        lic = component_license(source)
+        rows.append(f"| {role} | `{source}` | {f'[{lic[0]}]({lic[1]})' if lic else 'its own: see its model card'} |")
+        if role.endswith("bundled"):
+            bundled.add(lic[2] if lic else "other")
+    others = bundled - {"apache-2.0"}
+    tag = (others.pop() if len(others) == 1 else "other") if others else "apache-2.0"
+    lines = [
+        "## License",
+        "",
+        (
+            "Apache-2.0 for the denoiser's weights and prx-nb's code. The pretrained parts keep their own licenses, "
+            "and the training data its own (see above):"
+        ),
+        "",
+        "| part | model | license |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ]
+    return tag, lines
+
+
 def _card_license_and_limits(cfg: dict, shapes: bool) -> list[str]:
     "The license of each part, and what the model cannot do."
-    encoder = cfg.get("text", {}).get("encoder", "?")
     limits = (
         "A tutorial-scale model: it draws flat shapes on plain backgrounds at the trained size and nothing else; "
         "prompts outside the Shapes templates give arbitrary images. Counts and spatial relations are its weakest "
@@ -391,19 +473,7 @@ def _card_license_and_limits(cfg: dict, shapes: bool) -> list[str]:
             "of its training data and of the synthetic images in it."
         )
     )
-    return [
-        "## License",
-        "",
-        (
-            "Apache-2.0 for the weights and code of prx-nb. The text encoder keeps its own license "
-            f"(`{encoder}`; all-MiniLM-L6-v2 is Apache-2.0), and the training data its own (see above)."
-        ),
-        "",
-        "## Limits",
-        "",
-        limits,
-        "",
-    ]
+    return [*_card_license(cfg)[1], "## Limits", "", limits, ""]
 
 # %% ../nbs/13_speedrun.ipynb #3f5f209b
 def model_card(pipeline, repo_id: str) -> str:  # a saved PRXPixelPipeline folder (DIR/pipeline of a run)
@@ -419,7 +489,7 @@ def model_card(pipeline, repo_id: str) -> str:  # a saved PRXPixelPipeline folde
     meta = ModelCardData(
         library_name="diffusers",
         pipeline_tag="text-to-image",
-        license="apache-2.0",
+        license=_card_license(cfg)[0],  # the most restrictive bundled part's tag
         tags=["prx", "prx-nb", "text-to-image", f"{space}-space", "flow-matching"],
     )
     config_yaml = yaml.safe_dump(cfg, sort_keys=False).strip() if cfg else "(no metrics.jsonl next to the pipeline)"

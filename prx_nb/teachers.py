@@ -14,17 +14,42 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .architecture import hub_offline, require_cached
 from .data import COLORS, SHAPES, replace_path, shape_mask, shapes_example
 
 # %% auto #0
-__all__ = ['VisionTeacher', 'hub_offline', 'torch_hub_file', 'shapes_label_map', 'train_shapes_teacher']
+__all__ = ['keep_blocks', 'VisionTeacher', 'torch_hub_file', 'shapes_label_map', 'train_shapes_teacher']
+
+# %% ../nbs/04_teachers.ipynb #a9186f37
+def keep_blocks(
+    encoder: nn.Module,  # a transformers ViT (DINOv2, DINOv3): one ModuleList of its num_hidden_layers blocks
+    n: int,  # how many blocks to keep (1 = the first)
+) -> nn.Module:
+    "Cut `encoder` in place to its first `n` blocks: its output is then block n's, through the final norm."
+    total = encoder.config.num_hidden_layers
+    blocks = [m for m in encoder.modules() if isinstance(m, nn.ModuleList) and len(m) == total]
+    if len(blocks) != 1:
+        raise ValueError(f"{type(encoder).__name__} has no single list of its {total} blocks to cut")
+    if not 1 <= n <= total:
+        raise ValueError(f"layer={n}, but {type(encoder).__name__} has blocks 1 to {total}")
+    del blocks[0][n:]
+    encoder.config.num_hidden_layers = n
+    return encoder
 
 # %% ../nbs/04_teachers.ipynb #abc7df2f
 class VisionTeacher(nn.Module):
     "A frozen transformers vision encoder: patch features of images in [-1, 1]."
 
-    def __init__(self, encoder: nn.Module, image_size: int, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        image_size: int,  # images are resized to this side: the grid is image_size // patch
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        layer: int | None = None,  # read block `layer` (1 = the first) through the final norm; None: the last
+    ):
         super().__init__()
+        encoder = encoder if layer is None else keep_blocks(encoder, layer)
         self.encoder, self.image_size = encoder.eval().requires_grad_(False), image_size
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
@@ -41,10 +66,11 @@ class VisionTeacher(nn.Module):
         return super().train(False)  # always frozen
 
     @classmethod
-    def load(cls, name_or_path: str, image_size: int | None = None):
+    def load(cls, name_or_path: str, image_size: int | None = None, layer: int | None = None):
         "Load any transformers vision model (DINOv2, DINOv3, ViT) by hub id or local path."
         from transformers import AutoModel, AutoImageProcessor
 
+        require_cached(name_or_path, "the vision teacher", "config.json, preprocessor_config.json, *.safetensors")
         try:
             encoder = AutoModel.from_pretrained(name_or_path)
         except OSError as e:
@@ -57,7 +83,7 @@ class VisionTeacher(nn.Module):
             mean, std = processor.image_mean, processor.image_std
         except (OSError, AttributeError, ValueError):
             mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-        return cls(encoder, image_size or encoder.config.image_size, mean, std)
+        return cls(encoder, image_size or encoder.config.image_size, mean, std, layer)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         "Patch features (B, h, w, dim) of images x (B, 3, H, W) in [-1, 1], with gradients to x."
@@ -78,11 +104,6 @@ class VisionTeacher(nn.Module):
         return self.features(x).float()
 
 # %% ../nbs/04_teachers.ipynb #c3b95e78
-def hub_offline() -> bool:
-    "Is this run offline (HF_HUB_OFFLINE set, as on a cluster node without network)?"
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
-
-
 def torch_hub_file(
     url: str,  # where the weights come from
     what: str,  # what needs them, for the message

@@ -16,9 +16,11 @@ from torch.distributed.tensor import DTensor
 from .config import Config, ConfigError, SCHEMA_VERSION, check_runnable, check_schema, format_plan, run_plan
 from prx_nb.data import (
     BucketBatchSampler,
+    MixtureSampler,
     PreparedData,
     aspect_buckets,
     build_shapes,
+    collate,
     load_image_text,
     prepare_dataset,
     prepare_shards,
@@ -42,7 +44,17 @@ from .flow import train_step
 from .tricks import DenoiserEMA, Tricks, TreadGuidance
 from .optim import make_optimizers, make_schedulers
 from .lora import add_lora, merge_lora, save_lora
-from .eval import save_eval_images, shapes_distances, shapes_eval, shapes_eval_prompts, shapes_features
+from .config import HELDOUT_METRICS
+from prx_nb.eval import (
+    heldout_eval,
+    heldout_extractors,
+    heldout_set,
+    save_eval_images,
+    shapes_distances,
+    shapes_eval,
+    shapes_eval_prompts,
+    shapes_features,
+)
 from prx_nb.runs import (
     RunLogger,
     claim_folder,
@@ -56,10 +68,11 @@ from prx_nb.runs import (
 )
 
 # %% auto #0
-__all__ = ['image_tower_path', 'data_key', 'open_source', 'load_tower', 'bucket_multiple', 'ensure_data', 'sampling_settings',
-           'run_shapes_eval', 'make_accelerator', 'fsdp2_on_cpu', 'distribution', 'prediction', 'make_denoiser',
-           'make_dataloader', 'TrainState', 'Run', 'check_shared', 'build_run', 'restore', 'batch_seed', 'fit_batch',
-           'end_of_step', 'stop_signals', 'finish', 'train']
+__all__ = ['image_tower_path', 'image_format', 'source_configs', 'data_key', 'open_source', 'load_tower', 'bucket_multiple',
+           'ensure_data', 'ensure_sources', 'sampling_settings', 'run_shapes_eval', 'make_accelerator', 'fsdp2_on_cpu',
+           'distribution', 'prediction', 'make_denoiser', 'make_dataloader', 'TrainState', 'Run', 'pick_states',
+           'encode_in_step', 'check_shared', 'build_run', 'restore', 'batch_seed', 'fit_batch', 'end_of_step',
+           'stop_signals', 'finish', 'train']
 
 # %% ../nbs/10_train.ipynb #8cea1025
 def image_tower_path(cfg: Config) -> str | None:
@@ -69,6 +82,24 @@ def image_tower_path(cfg: Config) -> str | None:
         return model.vae
     has_vae = model.init and (Path(str(model.init)) / "vae" / "config.json").exists()
     return str(model.init) if has_vae else None
+
+
+def image_format(cfg: Config) -> str:
+    "How prepared images are stored: `data.image_format`, where 'auto' is PNG for Shapes and JPEG for photographs."
+    if cfg.data.image_format != "auto":
+        return cfg.data.image_format
+    return "png" if cfg.data.source == "shapes" else "jpeg"
+
+
+def source_configs(cfg: Config) -> list[Config]:
+    "One config per source of the run's data: itself, or with data.source=mixture one per `data.sources` entry."
+    if cfg.data.source != "mixture":
+        return [cfg]
+    out = []
+    for s in cfg.data.sources:
+        own = {k: v for k, v in s.items() if k != "weight"}
+        out.append(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, sources=None, **own)))
+    return out
 
 
 def data_key(cfg: Config) -> dict:
@@ -85,6 +116,10 @@ def data_key(cfg: Config) -> dict:
         buckets=data.buckets,
         caption_columns=data.caption_columns,
         image_column=data.image_column,
+        image_format=image_format(cfg),
+        image_quality=data.image_quality,
+        text_cache=data.text_cache,
+        max_bad_fraction=data.max_bad_fraction,
         **dataclasses.asdict(cfg.text)
     )
     if cfg.text.encoder == "init":
@@ -97,21 +132,27 @@ def data_key(cfg: Config) -> dict:
 def open_source(cfg: Config, root):
     "The run's raw dataset: a Shapes build under `root`, or a real dataset by id or path."
     data = check_runnable(cfg).data
+    if data.source == "mixture":
+        raise ConfigError("data.source=mixture: open each of data.sources (`source_configs` gives one config each)")
     if data.source == "shapes":
         ds = build_shapes(Path(root) / "shapes", n=data.n, S=data.size, seed=data.seed, proportions=data.proportions)
         return ds.to_iterable_dataset() if data.streaming else ds
     return load_image_text(data.source, split=data.split, streaming=data.streaming)
 
 
-def load_tower(cfg: Config, ds=None) -> TextTower:
+def _listed(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def load_tower(cfg: Config, ds=None) -> TextTower:  # ds: the source, or a list of them (one per data.sources entry)
     "The run's text tower: a transformers encoder (id or path), 'minilm', 'init', or 'words' (built over the captions)."
     text = check_runnable(cfg).text
     if text.encoder == "init":
         return TextTower.load(cfg.model.init, text.max_tokens, pipeline=True)
     if text.encoder != "words":
         return TextTower.load(text.encoder, text.max_tokens)
-    columns = cfg.data.caption_columns
-    texts = [c for col in columns for v in ds[col] for c in (v if isinstance(v, list) else [v]) if c]
+    sources = list(zip(source_configs(cfg), ds if isinstance(ds, list) else [ds]))
+    texts = [c for s, d in sources for col in s.data.caption_columns for v in d[col] for c in _listed(v) if c]
     return build_word_tower(
         vocabulary(texts), dim=text.word_dim, layers=text.word_layers, max_tokens=text.max_tokens, seed=cfg.train.seed
     )
@@ -147,6 +188,12 @@ def _prepared_key(prep: Path) -> dict | None:
     return json.loads(info.read_text()).get("key") if info.exists() else None
 
 
+def _old_format(prep: Path) -> bool:
+    "Was `prep` written by an older prx-nb (raw arrays and one text table)?"
+    info = prep / "prepared.json"
+    return info.exists() and json.loads(info.read_text()).get("format") != 2
+
+
 def ensure_data(
     cfg: Config,
     root,
@@ -163,9 +210,17 @@ def ensure_data(
     ds = open_source(cfg, root) if ds is None else ds
     encode, encode_images = _encoders(cfg, tower, vae)
     buckets = aspect_buckets(data.size, bucket_multiple(cfg, vae), data.buckets) if data.buckets else None
-    if (data.streaming or data.shard_size) and (prep / "pixels.npy").exists():
-        shutil.rmtree(prep)  # a one-piece preparation
-    common = dict(meta=dict(key=key), encode_images=encode_images, buckets=buckets)
+    if prep.exists() and ((data.streaming or data.shard_size) and (prep / "rows.arrow").exists() or _old_format(prep)):
+        shutil.rmtree(prep)  # a one-piece preparation, or one of an older format
+    common = dict(
+        meta=dict(key=key),
+        encode_images=encode_images,
+        buckets=buckets,
+        image_format=image_format(cfg),
+        image_quality=data.image_quality,
+        text_cache=data.text_cache,
+        max_bad_fraction=data.max_bad_fraction,
+    )
     where = (prep, data.size, encode, data.image_column, data.caption_columns)
     if data.streaming:
         from datasets.distributed import split_dataset_by_node
@@ -176,6 +231,17 @@ def ensure_data(
         return prep if prepare_shards(ds, *where, data.shard_size, rank, world, **common) else None
     prepare_dataset(ds, *where, **common)
     return prep
+
+
+def ensure_sources(cfg: Config, root, tower: TextTower, sources: list | None = None, vae=None) -> list[Path]:
+    "Prepare each source of the run (one, or each of `data.sources` in its own folder); their prepared paths."
+    configs = source_configs(cfg)
+    if len(configs) == 1:
+        return [ensure_data(cfg, root, tower, sources[0] if sources else None, vae=vae)]
+    opened = sources or [None] * len(configs)
+    return [
+        ensure_data(c, Path(root) / f"source-{i}", tower, d, vae=vae) for i, (c, d) in enumerate(zip(configs, opened))
+    ]
 
 # %% ../nbs/10_train.ipynb #529d553e
 def sampling_settings(cfg: Config) -> dict:
@@ -334,8 +400,9 @@ def make_denoiser(cfg: Config, tower: TextTower, vae=None):
 
 
 def make_dataloader(data: PreparedData, cfg: Config) -> tuple:
-    "The loader over the prepared data, shuffled by (seed, epoch), one bucket a batch; and its batch sampler."
+    "The loader over the prepared data, by (seed, epoch): shuffled, mixed by weight, or a bucket a batch; its sampler."
     train = cfg.train
+    common = dict(num_workers=train.num_workers, collate_fn=collate)
     if data.buckets:
         sizes = collections.Counter(int(b) for b in data.bucket)
         if small := {data.buckets[b]: n for b, n in sorted(sizes.items()) if n < train.batch_size}:
@@ -344,14 +411,14 @@ def make_dataloader(data: PreparedData, cfg: Config) -> tuple:
                 f"{', '.join(f'{h}x{w} ({n} rows)' for (h, w), n in small.items())}"
             )
         sampler = BucketBatchSampler(data.bucket, train.batch_size, train.seed)
-        return torch.utils.data.DataLoader(data, batch_sampler=sampler, num_workers=train.num_workers), sampler
+        return torch.utils.data.DataLoader(data, batch_sampler=sampler, **common), sampler
+    if cfg.data.source == "mixture":
+        sampler = MixtureSampler(data.sizes, [float(s.get("weight", 1.0)) for s in cfg.data.sources], train.seed)
+        loader = torch.utils.data.DataLoader(data, train.batch_size, sampler=sampler, drop_last=True, **common)
+        return loader, sampler
+    generator = torch.Generator().manual_seed(train.seed)
     loader = torch.utils.data.DataLoader(
-        data,
-        batch_size=train.batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=train.num_workers,
-        generator=torch.Generator().manual_seed(train.seed),
+        data, batch_size=train.batch_size, shuffle=True, drop_last=True, generator=generator, **common
     )
     return loader, None
 
@@ -411,11 +478,12 @@ class Run:
     schedulers: list
     dataloader: object
     sampler: object
-    text: object  # fn(ids) -> (embeddings, masks)
+    empty: dict | None  # the empty prompt's cached states on the device (None: the encoder runs in the step)
     features: object  # the in-training distance features (None: none)
     state: TrainState = field(default_factory=TrainState)
     generator: torch.Generator | None = None
     pipe: object = None  # the EMA weights as a pipeline, for in-training evaluation
+    heldout: dict | None = None  # the held-out real images and the metric networks (None: no *-heldout metric)
 
     @property
     def world(self) -> int:
@@ -427,13 +495,60 @@ class Run:
 
 # %% ../nbs/10_train.ipynb #5411dc28
 def _load_data(cfg: Config, out: Path, accelerator, vae) -> tuple:
-    "The prepared data and the text tower: rank 0 first, then each machine's first process (its own caches), the rest."
+    "The prepared sources and the text tower: rank 0 first, then each machine's first process, then the rest."
     with accelerator.main_process_first(), accelerator.local_main_process_first():
-        ds = open_source(cfg, out / "data")
-        tower = load_tower(cfg, ds)
-        prep = ensure_data(cfg, out / "data", tower, ds, vae=vae)
-    tower.encoder.to(accelerator.device)  # the in-training evaluation encodes its prompts where the denoiser runs
-    return prep, tower
+        configs = source_configs(cfg)
+        roots = [out / "data" / f"source-{i}" for i in range(len(configs))] if len(configs) > 1 else [out / "data"]
+        sources = [open_source(c, root) for c, root in zip(configs, roots)]
+        tower = load_tower(cfg, sources if len(configs) > 1 else sources[0])
+        preps = ensure_sources(cfg, out / "data", tower, sources, vae=vae)
+    tower.encoder.to(accelerator.device)  # in-training evaluation, and text encoded in the step, run on the device
+    return preps, tower
+
+
+def _batch_text(run: Run, text):
+    "fn(ids) -> (embeddings, masks) for `train_step`: id 0 is the empty prompt, id i the batch's i-th caption."
+    if run.empty is None:  # the encoder runs here, in bf16 under mixed precision, on the batch's longest prompt
+        prompts = ["", *text]
+        return lambda ids: encode_in_step(run.tower, [prompts[i] for i in ids.tolist()], run.accelerator.autocast)
+    embeds, masks = (t.to(run.accelerator.device) for t in text)
+    return lambda ids: pick_states(ids, embeds, masks, run.empty)
+
+
+def pick_states(ids: torch.Tensor, embeds: torch.Tensor, masks: torch.Tensor, empty: dict) -> tuple:
+    "The states of captions `ids` (0: the empty prompt, i: row i - 1 of the batch), trimmed to the longest."
+    length = max(embeds.shape[1], empty["embeds"].shape[1])
+    pad = lambda t: torch.nn.functional.pad(
+        t, (0, 0, 0, length - t.shape[1]) if t.dim() == 3 else (0, length - t.shape[1])
+    )
+    table, table_masks = torch.cat([pad(empty["embeds"]), pad(embeds)]), torch.cat([pad(empty["masks"]), pad(masks)])
+    chosen, chosen_masks = table[ids.long()], table_masks[ids.long()]
+    keep = max(int(chosen_masks.sum(1).max()), 1)
+    return chosen[:, :keep].float(), chosen_masks[:, :keep]
+
+
+@torch.no_grad()
+def encode_in_step(tower: TextTower, prompts: list[str], autocast=contextlib.nullcontext) -> tuple:
+    "Text states of `prompts` on the encoder's device, under the step's autocast, trimmed to the longest prompt."
+    with autocast():
+        embeds, masks, _, _ = tower.pipe.encode_prompt(
+            prompts, device=tower.encoder.device, do_classifier_free_guidance=False
+        )
+    keep = max(int(masks.sum(1).max()), 1)
+    return embeds[:, :keep].float(), masks[:, :keep].bool()
+
+
+def _heldout(cfg: Config, accelerator) -> dict | None:
+    "The held-out real set and its metric networks, on every rank (each draws a share); None when not asked for."
+    ev = cfg.eval
+    wanted = [m for m in ev.metrics if m in HELDOUT_METRICS]
+    if not (ev.every and wanted):
+        return None
+    with accelerator.main_process_first():  # rank 0 fills the caches, then the rest read them
+        source = load_image_text(ev.heldout, split=ev.heldout_split, streaming=True)
+        real = heldout_set(source, cfg.data.size, ev.heldout_n, ev.heldout_image_column, ev.heldout_caption_column)
+        nets = heldout_extractors(wanted, ev.inception_weights, ev.clip_model, ev.dino_model, accelerator.device)
+    return dict(real=real, nets=nets, metrics=wanted)
 
 
 def _eval_features(cfg: Config, accelerator):
@@ -497,7 +612,7 @@ def _start_job(cfg: Config, out: Path, resume: str | None, overwrite: bool, prog
 
 
 def _check_world(out: Path, resume: str | None, world: int):
-    "Refuse, before any work, to resume a checkpoint written by another number of processes."
+    "Refuse, before any work, to resume FSDP2 shards (the EMA's, per rank) with another number of processes."
     steps = list_checkpoints(out) if resume else []
     step = steps[-1] if resume == "latest" and steps else int(resume) if resume and resume != "latest" else None
     state = out / "checkpoints" / f"step-{step}" / "trainer.json"
@@ -505,10 +620,10 @@ def _check_world(out: Path, resume: str | None, world: int):
         saved = json.loads(state.read_text()).get("world", world) if step is not None else world
     except (OSError, ValueError):
         return  # missing or damaged: `restore` says so, or falls back
-    if saved != world:
+    if saved != world and list(state.parent.glob("ema-rank*.pt")):
         raise ConfigError(
-            f"checkpoint {state.parent} was written by {saved} processes and this launch has {world}: each process "
-            f"keeps its place in the data and its EMA shard, so relaunch with {saved} processes to resume"
+            f"checkpoint {state.parent} was written by {saved} FSDP2 processes and this launch has {world}: each "
+            f"keeps its shard of the EMA, so relaunch with {saved} processes to resume"
         )
 
 
@@ -546,9 +661,9 @@ def build_run(cfg: Config, out, progress: bool = True, resume: str | None = None
     accelerator, accumulation = _start_job(cfg, out, resume, overwrite, progress)
     vae = _image_tower(cfg, accelerator)
     kind = prediction(cfg, vae)
-    prep, tower = _load_data(cfg, out, accelerator, vae)
-    features = _eval_features(cfg, accelerator)
-    data = PreparedData(prep, seed=cfg.train.seed)
+    preps, tower = _load_data(cfg, out, accelerator, vae)
+    features, heldout = _eval_features(cfg, accelerator), _heldout(cfg, accelerator)
+    data = PreparedData(preps, seed=cfg.train.seed)
     model = make_denoiser(cfg, tower, vae)
     lora = (
         add_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, tuple(cfg.lora.groups))
@@ -565,8 +680,8 @@ def build_run(cfg: Config, out, progress: bool = True, resume: str | None = None
         accelerator, model, tricks, optimizers, schedulers, dataloader, cfg.train.batch_size
     )
     raw = set_attention(accelerator.unwrap_model(modules[0]), cfg.train.attention)
-    ema = DenoiserEMA(raw, cfg.train.ema_decay, cfg.train.ema_every)
-    embeds, masks = data.embeds.to(accelerator.device), data.masks.to(accelerator.device)
+    ema = DenoiserEMA(raw, cfg.train.ema_decay, cfg.train.ema_every, everywhere=heldout is not None)
+    empty = {k: v.to(accelerator.device) for k, v in data.empty.items()} if data.text_cache else None
     if cfg.train.gradient_checkpointing:
         raw.enable_gradient_checkpointing()  # recompute activations in backward
     forward = torch.compile(modules[0]) if cfg.train.compile else modules[0]
@@ -591,9 +706,10 @@ def build_run(cfg: Config, out, progress: bool = True, resume: str | None = None
         schedulers=schedulers,
         dataloader=dataloader,
         sampler=sampler,
-        text=lambda ids: (embeds[ids.long()].float(), masks[ids.long()]),
+        empty=empty,
         features=features,
         state=state,
+        heldout=heldout,
     )
 
 # %% ../nbs/10_train.ipynb #aa0de291
@@ -601,12 +717,30 @@ def _load_checkpoint(run: Run, folder: Path):
     "Load one checkpoint folder into the run."
     saved = json.loads((folder / "trainer.json").read_text())
     check_schema(saved.get("schema_version", SCHEMA_VERSION), f"checkpoint {folder}")
-    if saved.get("world", run.world) != run.world:  # an older checkpoint than the one `_check_world` read
-        raise ConfigError(f"checkpoint {folder} was written by {saved['world']} processes; this launch has {run.world}")
+    world = saved.get("world", run.world)
+    if world != run.world and list(folder.glob("ema-rank*.pt")):  # an older checkpoint than the one `_check_world` read
+        raise ConfigError(f"checkpoint {folder} holds {world} FSDP2 shards; this launch has {run.world} processes")
     run.accelerator.load_state(str(folder))
     run.ema.load_state_dict(torch.load(ema_file(folder, run.ema, run.accelerator.process_index), weights_only=True))
-    for name in ("step", "epoch", "batch_in_epoch", "trained_s"):
+    for name in ("step", "epoch", "trained_s"):
         setattr(run.state, name, saved[name])
+    run.state.batch_in_epoch = _batches_taken(saved["batch_in_epoch"], world, run.world, folder)
+
+
+def _batches_taken(batches: int, saved_world: int, world: int, folder: Path) -> int:
+    "This launch's batches per process into the epoch, for the samples `saved_world` processes took."
+    samples = batches * saved_world  # in batches of train.batch_size: the global order is the same for any world
+    if samples % world:
+        raise ConfigError(
+            f"checkpoint {folder}: {batches} batches on each of {saved_world} processes cannot be split evenly over "
+            f"{world}; resume with a number of processes that divides {samples}"
+        )
+    if saved_world != world:
+        warn(
+            f"resuming {saved_world} processes' checkpoint with {world}: the same global sample order, from batch "
+            f"{samples} of the epoch"
+        )
+    return samples // world
 
 
 def restore(run: Run, resume: str | None) -> TrainState:
@@ -637,9 +771,9 @@ def restore(run: Run, resume: str | None) -> TrainState:
     return run.state
 
 # %% ../nbs/10_train.ipynb #dbb8384b
-def batch_seed(seed: int, epoch: int, batch: int) -> int:
-    "The seed of a batch's draws: a function of (seed, epoch, batch) alone, so a resumed run draws the same."
-    return (seed * 1_000_003 + epoch) * 1_000_003 + batch
+def batch_seed(seed: int, epoch: int, step: int) -> int:
+    "The seed of a step's draws: a function of (seed, epoch, step), so a resumed run, on any world, draws the same."
+    return (seed * 1_000_003 + epoch) * 1_000_003 + step
 
 
 def _bad_step(run: Run, logger: RunLogger, what: str, **values):
@@ -672,23 +806,25 @@ def fit_batch(run: Run, batch, logger: RunLogger) -> bool:
     accelerator, state, train = run.accelerator, run.state, run.cfg.train
     start = time.perf_counter()
     state.batch_in_epoch += 1
-    pixels, ids = batch
+    pixels, text = batch
     x0 = pixels.to(accelerator.device).float()
+    ids = torch.arange(1, len(x0) + 1, device=accelerator.device)  # the batch's captions; 0 is the empty prompt
     x0 = x0 if run.data.latent else x0 / 127.5 - 1
-    rank = slice(accelerator.process_index * len(x0), (accelerator.process_index + 1) * len(x0))
-    run.generator.manual_seed(batch_seed(train.seed, state.epoch, state.batch_in_epoch))
+    step_in_epoch, micro = divmod(state.batch_in_epoch - 1, run.accumulation)
+    place = (micro * run.world + accelerator.process_index) * len(x0)  # this micro-batch's rows in the step's batch
+    run.generator.manual_seed(batch_seed(train.seed, state.epoch, step_in_epoch))  # the same for any world
     with accelerator.accumulate(*run.modules):
         loss, parts = train_step(
             run.forward,
             run.tricks,
             x0,
-            ids.to(accelerator.device),
-            run.text,
+            ids,
+            _batch_text(run, text),
             run.cfg.flow,
             run.generator,
             train.caption_dropout,
-            rank,
-            run.world,
+            slice(place, place + len(x0)),
+            run.world * run.accumulation,
             run.prediction,
             state.progress,
             accelerator.autocast,
@@ -755,22 +891,43 @@ def _log_train(run: Run, logger: RunLogger):
     state.loss_sum, state.loss_count, state.part_sums, state.grad_norm_sum, state.grad_norm_count = 0.0, 0, {}, 0.0, 0
 
 
+def _heldout_metrics(run: Run) -> dict:
+    "FID, CMMD, CLIP score and DINO-MMD against the held-out photos; every rank draws its share of the captions."
+    s, accelerator = sampling_settings(run.cfg), run.accelerator
+    draw = lambda prompts, seeds: generate(run.pipe, prompts, seeds, s["size"], s["steps"], s["guidance_scale"])
+    gather = (lambda t: accelerator.gather(t.to(accelerator.device)).cpu()) if run.world > 1 else None
+    held = run.heldout
+    return heldout_eval(
+        draw,
+        held["real"],
+        held["nets"],
+        held["metrics"],
+        accelerator.process_index,
+        run.world,
+        gather,
+        run.cfg.eval.seed,
+    )[0]
+
+
 def _evaluate(run: Run, logger: RunLogger):
-    "ShapesEval (and distances) of the EMA weights, logged with the evaluation's images."
+    "ShapesEval and distances of the EMA weights (with the evaluation's images), and the held-out metrics."
     run.ema.averaged()  # under FSDP2 every rank takes part in gathering the averaged weights
+    heldout = _heldout_metrics(run) if run.heldout else {}  # every rank draws and gathers
     if not run.main:
         return
     cfg, step = run.cfg, run.state.step
-    results, images = run_shapes_eval(run.pipe, cfg, cfg.eval.n_per_task)
-    distances = {}
-    if run.features:
-        distances = shapes_distances(
-            images, cfg.eval.metrics, run.features, cfg.data.size, cfg.eval.n_per_task, cfg.eval.seed
-        )
-    prompts = [item["prompt"] for item in shapes_eval_prompts(cfg.eval.n_per_task, cfg.data.size, cfg.eval.seed)]
-    save_eval_images(run.out, step, images, prompts)
-    logger.event("eval", step=step, train_s=run.state.trained_s, shapes=results, **distances)
-    logger.scalars("eval", step, {k: v for k, v in {**results, **distances}.items() if k != "n"})
+    results, distances = {}, {}
+    if "shapes" in cfg.eval.metrics or run.features:
+        results, images = run_shapes_eval(run.pipe, cfg, cfg.eval.n_per_task)
+        if run.features:
+            distances = shapes_distances(
+                images, cfg.eval.metrics, run.features, cfg.data.size, cfg.eval.n_per_task, cfg.eval.seed
+            )
+        prompts = [item["prompt"] for item in shapes_eval_prompts(cfg.eval.n_per_task, cfg.data.size, cfg.eval.seed)]
+        save_eval_images(run.out, step, images, prompts)
+    shapes = {"shapes": results} if results else {}
+    logger.event("eval", step=step, train_s=run.state.trained_s, **shapes, **distances, **heldout)
+    logger.scalars("eval", step, {k: v for k, v in {**results, **distances, **heldout}.items() if k != "n"})
 
 # %% ../nbs/10_train.ipynb #3aac7253
 def end_of_step(run: Run, logger: RunLogger, bar, stop: list):

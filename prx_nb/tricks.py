@@ -36,12 +36,13 @@ class DenoiserEMA:
         decay: float = 0.999,  # smoothing per update
         every: int = 1,  # update period in optimizer steps
         warmup: bool = True,  # diffusers' (1+n)/(10+n) warm-up of the decay
+        everywhere: bool = False,  # under FSDP2, a plain copy on every rank (sampling split across ranks), not rank 0's
     ):
         self.every, self.decay = every, decay
         params = list(model.parameters())
         self.sharded = any(map(_sharded, params))
         self.ema = EMAModel(params, decay=decay, min_decay=0.0 if warmup else decay, foreach=not self.sharded)
-        if self.sharded:  # each rank averages its own shards; rank 0 keeps a plain copy to sample from and save
+        if self.sharded:  # each rank averages its own shards; rank 0 (or every rank) keeps a plain copy to sample from
             import torch.distributed as dist
 
             base = next(
@@ -49,7 +50,9 @@ class DenoiserEMA:
             )  # fully_shard made the class FSDP<name>
             dev = params[0].to_local().device
             self.model = (
-                base.from_config(model.config).to(dev).requires_grad_(False).eval() if dist.get_rank() == 0 else None
+                base.from_config(model.config).to(dev).requires_grad_(False).eval()
+                if everywhere or dist.get_rank() == 0
+                else None
             )
         else:
             self.model = copy.deepcopy(model).requires_grad_(False).eval()
@@ -63,7 +66,7 @@ class DenoiserEMA:
             self.ema.step(model.parameters())
 
     def averaged(self) -> torch.nn.Module | None:
-        "The copy holding the averaged weights; under FSDP2 every rank calls it (rank 0 gets the model, others None)."
+        "The copy holding the averaged weights; under FSDP2 every rank calls it (ranks without a copy get None)."
         if not self.sharded:
             self.ema.copy_to(self.model.parameters())
             return self.model

@@ -17,15 +17,22 @@ def losses(run_dir):
     return [r["loss"] for r in map(json.loads, (Path(run_dir) / "metrics.jsonl").read_text().splitlines()) if "loss" in r and "event" not in r]
 
 
-def test_two_process_ddp_equals_one_process(tmp_path):
+def test_two_process_ddp_equals_one_process_and_resumes_on_one(tmp_path):
+    """2-process DDP equals one process accumulating the same global batch; its checkpoint resumes on one process, to the
+    same losses and weights (the global sample order and every draw are the step's, whatever the world; no cooldown, so
+    the 4-step run's schedule is the 8-step one's)."""
     one, two = tmp_path / "one", tmp_path / "two"
-    run([PRX, "train", "--preset", "shapes-tiny", "--out", str(one), "--max-steps", "6", "train.batch_size=16", *TINY])
+    common = ["--preset", "shapes-tiny", "--checkpoint-every", "4", "train.batch_size=8", "train.global_batch=16", "train.cooldown=0", *TINY]
+    run([PRX, "train", "--out", str(one), "--max-steps", "8", *common])  # accumulation 2
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "prx_nb", "train", "--preset", "shapes-tiny",
-         "--out", str(two), "--max-steps", "6", "train.batch_size=8", *TINY], env=env)
+    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "prx_nb", "train", "--out", str(two),
+         "--max-steps", "4", *common], env=env)
     l1, l2 = losses(one), losses(two)
-    assert len(l1) == len(l2) == 6
-    torch.testing.assert_close(torch.tensor(l2), torch.tensor(l1), rtol=1e-4, atol=1e-5)
+    assert len(l1) == 8 and len(l2) == 4
+    torch.testing.assert_close(torch.tensor(l2), torch.tensor(l1[:4]), rtol=1e-4, atol=1e-5)
+    r = run([PRX, "train", "--out", str(two), "--max-steps", "8", "--resume", "latest", *common])
+    assert "resuming 2 processes' checkpoint with 1: the same global sample order, from batch 8" in r.stderr
+    torch.testing.assert_close(torch.tensor(losses(two)[-4:]), torch.tensor(l1[4:]), rtol=1e-4, atol=1e-5)
     w1, w2 = weights(one), weights(two)
     for k in w1: torch.testing.assert_close(w2[k], w1[k], rtol=1e-3, atol=1e-5, msg=k)
 
@@ -245,4 +252,4 @@ def test_fsdp2_launch_killed_everywhere_resumes_to_the_same_weights(fsdp2_muon, 
     assert gap < 1e-5, gap  # the same layout resumed: the uninterrupted launch's weights
     r = run([PRX, "train", "--preset", "shapes-tiny", "--out", str(out), "--max-steps", "16", *LAUNCH_TINY,
              "train.optimizer=muon", *TRICKS, teacher, "--resume", "latest"], check=False)
-    assert r.returncode == 2 and "2 processes" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr[-1500:]
+    assert r.returncode == 2 and "2 FSDP2 processes" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr[-1500:]

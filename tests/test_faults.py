@@ -275,6 +275,7 @@ def test_workers_finishing_shards_together_never_collide(tmp_path):
     for s in range(3):
         d = out / f"shard-{s:05d}"; d.mkdir(parents=True)
         (d / "prepared.json").write_text(json.dumps(dict(n=10, size=8, captions=2, text_tokens=4, text_dim=8, image_column="image",
+                                                         format=2, image_bytes=100.0, text_bytes=32.0,
                                                          caption_columns={"caption": 1.0}, bad=dict(by_reason={}, examples={}), key="k")))
     workers = [subprocess.Popen([sys.executable, "-c", FINISHER, str(out), "300"], stderr=subprocess.PIPE, text=True)
                for _ in range(4)]

@@ -29,8 +29,10 @@ def test_latent_run_saves_a_prx_pipeline_and_continues(tmp_path):
     vae, a, b = tiny_vae(tmp_path / "vae"), tmp_path / "a", tmp_path / "b"
     run([PRX, "train", "--preset", "shapes-tiny", "--out", str(a), "--max-steps", "4", f"model.vae={vae}", "eval.every=2", *TINY])
     prep = a / "data" / "prepared"
-    assert (prep / "latents.npy").exists() and not (prep / "pixels.npy").exists()  # encoded once, in the prepared data
-    assert np.load(prep / "latents.npy").shape[1:] == (4, 16, 16)
+    info = json.loads((prep / "prepared.json").read_text())  # encoded once, in the prepared data
+    assert info["latent"] and info["latent_shapes"] == {"32x32": [4, 16, 16]}
+    from prx_nb.data import PreparedData
+    assert PreparedData(prep)[0][0].shape == (4, 16, 16)
     assert json.loads((a / "pipeline" / "model_index.json").read_text())["_class_name"] == "PRXPipeline"
     ev = [r for r in map(json.loads, (a / "metrics.jsonl").read_text().splitlines()) if r.get("event") == "eval"]
     assert [e["step"] for e in ev] == [2, 4]  # ShapesEval ran through the VAE's decoder during training

@@ -48,9 +48,9 @@ def test_save_to_disk_and_prepare(tmp_path):
     d = load_image_text(str(tmp_path / "disk")); assert len(d) == 3
     enc = lambda ps: (torch.ones(len(ps), 4, 2), torch.ones(len(ps), 4, dtype=torch.bool))
     info = prepare_dataset(d, tmp_path / "prep", 8, enc, caption_columns={"prompt": .5, "enhanced_prompt": .5})
-    assert info["n"] == 3 and info["captions"] == 3 and info["bad"]["total"] == 0
-    p = PreparedData(tmp_path / "prep"); x, cid = p[0]
-    assert x.shape == (3, 8, 8) and p.captions()[cid] in ("red", "a red image")
+    assert info["n"] == 3 and info["captions"] == 6 and info["bad"]["total"] == 0  # two a row, stored with it
+    p = PreparedData(tmp_path / "prep"); x, states = p[0]
+    assert x.shape == (3, 8, 8) and states.shape == (4, 2) and p.caption(0) == "red"
 
 
 def test_missing_column_names_the_fix():
@@ -87,8 +87,32 @@ def test_train_with_aspect_buckets_and_resume_exactly(tmp_path):
               "train.batch_size=2", "train.cooldown=0", "eval.every=0", "train.mixed_precision=no", "train.compile=false", "--checkpoint-every", "5"]
     run([prx, "train", "--out", str(tmp_path / "full"), "--max-steps", "9", *common])  # 6 batches an epoch: into the second
     prep = tmp_path / "full" / "data" / "prepared"
-    assert sorted(p.name for p in prep.glob("pixels-*.npy")) == ["pixels-24x44.npy", "pixels-32x32.npy", "pixels-44x24.npy"]
+    data = PreparedData(prep)
+    assert sorted({tuple(data[i][0].shape[1:]) for i in range(len(data))}) == [(24, 44), (32, 32), (44, 24)]
     run([prx, "train", "--out", str(tmp_path / "split"), "--max-steps", "5", *common])
     run([prx, "train", "--out", str(tmp_path / "split"), "--max-steps", "9", "--resume", "latest", *common])
+    w = [PRXTransformer2DModel.from_pretrained(str(tmp_path / r / "pipeline"), subfolder="transformer").state_dict() for r in ("full", "split")]
+    for k in w[0]: torch.testing.assert_close(w[1][k], w[0][k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_two_source_mixture_trains_and_resumes_exactly(tmp_path):
+    "data.sources: two datasets with their own caption columns, drawn 0.7/0.3; a resumed run equals an uninterrupted one."
+    import datasets, torch
+    from conftest import BIN, run
+    from diffusers import PRXTransformer2DModel
+    from prx_nb.data import PreparedData
+    for name, color, column in (("a", "red", "prompt"), ("b", "blue", "text")):
+        rows = [dict(image={"bytes": png(color, (40, 40)), "path": f"{i}.png"}, **{column: f"a {color} picture number {i}"}) for i in range(24)]
+        datasets.Dataset.from_list(rows, features=datasets.Features(image=datasets.Image(), **{column: datasets.Value("string")})).save_to_disk(str(tmp_path / name))
+    sources = (f"data.sources=[{{source: {tmp_path / 'a'}, weight: 0.7, caption_columns: {{prompt: 1.0}}}}, "
+               f"{{source: {tmp_path / 'b'}, weight: 0.3, caption_columns: {{text: 1.0}}}}]")
+    common = ["--preset", "shapes-tiny", "data.source=mixture", sources, "text.encoder=words", "train.batch_size=4", "train.cooldown=0",
+              "eval.every=0", "train.mixed_precision=no", "--checkpoint-every", "4"]
+    prx = str(BIN / "prx-nb")
+    run([prx, "train", "--out", str(tmp_path / "full"), "--max-steps", "8", *common])
+    data = PreparedData(sorted((tmp_path / "full" / "data").glob("source-*/prepared")))
+    assert data.sizes == [24, 24] and data.caption(0) == "a red picture number 0" and data.caption(24) == "a blue picture number 0"
+    run([prx, "train", "--out", str(tmp_path / "split"), "--max-steps", "4", *common])
+    run([prx, "train", "--out", str(tmp_path / "split"), "--max-steps", "8", "--resume", "latest", *common])
     w = [PRXTransformer2DModel.from_pretrained(str(tmp_path / r / "pipeline"), subfolder="transformer").state_dict() for r in ("full", "split")]
     for k in w[0]: torch.testing.assert_close(w[1][k], w[0][k], rtol=1e-5, atol=1e-6, msg=k)
