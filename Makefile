@@ -22,7 +22,7 @@ nbtest: venv ## run every notebook (cells flagged slow/gpu/multigpu are skipped)
 	$(BIN)/nbdev-test --n-workers 1 --timing
 
 pytest: venv ## CLI, packaging and artifact tests
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 check-sync: venv ## notebooks and package agree, notebooks are clean
 	$(BIN)/nbdev-export && git diff --exit-code -- prx_nb

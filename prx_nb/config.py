@@ -609,8 +609,8 @@ PRESETS["prx-24h-512"] = {
         "tread_start": 1,
         "tread_end": 14,  # 50% of tokens, 2nd block to the penultimate (blog)
         "repa": 0.5,
-        "repa_layer": 7,
-        "teacher": "facebook/dinov3-vitl16-pretrain-lvd1689m",  # the 8th block (repo)
+        "repa_layer": 7,  # the denoiser's 8th block is aligned (repo)
+        "teacher": "facebook/dinov3-vitl16-pretrain-lvd1689m",  # read at its last layer (repo)
         "lpips": 0.1,
         "lpips_net": "vgg",
         "lpips_scale": 0.5,  # LPIPS 0.1, VGG, images halved (repo)
