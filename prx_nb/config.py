@@ -194,6 +194,7 @@ class TrainConfig:
     grad_clip: float = setting(1.0, **_non_negative)  # 0: no clipping
     max_steps: int | None = setting(None, **_at_least_one)
     max_minutes: float | None = setting(24.0, **_positive)  # the training-time budget
+    max_flops: float | None = setting(None, **_positive)  # the compute budget: flops_per_image x images seen
     mixed_precision: str = setting(
         "bf16", choices=("no", "bf16", "fp16"), normalize=lambda v: "no" if v in (False, None) else v
     )
@@ -481,6 +482,7 @@ def validate(cfg: Config) -> Config:
 RESUMABLE_KEYS = (
     "train.max_steps",
     "train.max_minutes",
+    "train.max_flops",
     "train.checkpoint_every",
     "train.keep_checkpoints",
     "train.log_every",

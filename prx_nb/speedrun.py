@@ -58,11 +58,12 @@ def _report_lines(metrics: dict) -> list[str]:
     return [
         f"# prx-nb speedrun report: {metrics['preset']}",
         "",
-        "| steps | images seen | train minutes | images/s | parameters | final loss |",
-        "|---|---|---|---|---|---|",
+        "| steps | images seen | training FLOPs | train minutes | images/s | parameters | final loss |",
+        "|---|---|---|---|---|---|---|",
         (
-            f"| {metrics['steps']} | {metrics['images_seen']} | {metrics['train_minutes']:.1f} |"
-            f" {metrics['images_per_s']:.0f} | {metrics['params'] / 1e6:.2f}M | {metrics['final_loss']:.4f} |"
+            f"| {metrics['steps']} | {metrics['images_seen']} | {metrics.get('train_flops', float('nan')):.3g} |"
+            f" {metrics['train_minutes']:.1f} | {metrics['images_per_s']:.0f} | {metrics['params'] / 1e6:.2f}M |"
+            f" {metrics['final_loss']:.4f} |"
         ),
         "",
         (
@@ -304,6 +305,7 @@ def _metrics_rows(m: dict) -> list[str]:
         ("cmmd-shapes (lower is better)", m.get("cmmd-shapes")),
         ("training steps", m.get("steps")),
         ("images seen", m.get("images_seen")),
+        ("training FLOPs", m.get("train_flops")),
         ("training minutes", m.get("train_minutes")),
         ("images/s", m.get("images_per_s")),
         ("parameters", m.get("params")),

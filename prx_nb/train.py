@@ -33,6 +33,7 @@ from prx_nb.architecture import (
     build_pipeline,
     build_word_tower,
     encode_latents,
+    flops_per_image,
     generate,
     load_denoiser,
     load_vae,
@@ -69,10 +70,10 @@ from prx_nb.runs import (
 
 # %% auto #0
 __all__ = ['image_tower_path', 'image_format', 'source_configs', 'data_key', 'open_source', 'load_tower', 'bucket_multiple',
-           'ensure_data', 'ensure_sources', 'sampling_settings', 'run_shapes_eval', 'make_accelerator', 'fsdp2_on_cpu',
-           'distribution', 'prediction', 'make_denoiser', 'make_dataloader', 'TrainState', 'Run', 'pick_states',
-           'encode_in_step', 'check_shared', 'build_run', 'restore', 'batch_seed', 'fit_batch', 'end_of_step',
-           'stop_signals', 'finish', 'train']
+           'vae_factor', 'ensure_data', 'ensure_sources', 'sampling_settings', 'run_shapes_eval', 'make_accelerator',
+           'fsdp2_on_cpu', 'distribution', 'prediction', 'make_denoiser', 'make_dataloader', 'TrainState', 'Run',
+           'pick_states', 'encode_in_step', 'check_shared', 'training_flops', 'build_run', 'restore', 'batch_seed',
+           'fit_batch', 'end_of_step', 'stop_signals', 'finish', 'train']
 
 # %% ../nbs/10_train.ipynb #8cea1025
 def image_tower_path(cfg: Config) -> str | None:
@@ -169,9 +170,14 @@ def bucket_multiple(cfg: Config, vae=None) -> int:
         patch = PRXTransformer2DModel.load_config(str(model.init), subfolder=sub)["patch_size"]
     else:
         patch = model_config(model.preset, **model.overrides)["patch_size"]
+    return patch * vae_factor(vae)
+
+
+def vae_factor(vae) -> int:
+    "How many pixels a latent stands for along a side (1 in pixel space)."
     if vae is None:
-        return patch
-    return patch * (getattr(vae, "spatial_compression_ratio", None) or 2 ** (len(vae.config.block_out_channels) - 1))
+        return 1
+    return getattr(vae, "spatial_compression_ratio", None) or 2 ** (len(vae.config.block_out_channels) - 1)
 
 
 def _encoders(cfg: Config, tower: TextTower, vae=None) -> tuple:
@@ -484,6 +490,7 @@ class Run:
     generator: torch.Generator | None = None
     pipe: object = None  # the EMA weights as a pipeline, for in-training evaluation
     heldout: dict | None = None  # the held-out real images and the metric networks (None: no *-heldout metric)
+    flops_per_image: float = 0.0  # training FLOPs of one image (the compute budget counts these)
 
     @property
     def world(self) -> int:
@@ -492,6 +499,14 @@ class Run:
     @property
     def main(self) -> bool:
         return self.accelerator.is_main_process
+
+    @property
+    def images_seen(self) -> int:
+        return self.state.step * self.cfg.train.batch_size * self.accumulation * self.world
+
+    @property
+    def flops(self) -> float:
+        return self.images_seen * self.flops_per_image
 
 # %% ../nbs/10_train.ipynb #5411dc28
 def _load_data(cfg: Config, out: Path, accelerator, vae) -> tuple:
@@ -655,6 +670,16 @@ def _holds(path: Path, token: str) -> bool:
     return path.exists() and path.read_text() == token
 
 
+def training_flops(model, side: int, text_tokens: int) -> float:
+    "Training FLOPs of one image through `model` at `side` (latents in latent space), as `flops_per_image` counts them."
+    return flops_per_image(dict(model.config), side, text_tokens=text_tokens)
+
+
+def _text_tokens(data: PreparedData, cfg: Config) -> int:
+    "The text length the compute budget counts: the longest cached caption, or the tower's maximum (text in the step)."
+    return max(i["text_tokens"] for i in data.infos) if data.text_cache else cfg.text.max_tokens
+
+
 def build_run(cfg: Config, out, progress: bool = True, resume: str | None = None, overwrite: bool = False) -> Run:
     "Everything a training run needs, built from `cfg` in a fixed order; prints the plan first."
     out = Path(out)
@@ -710,6 +735,7 @@ def build_run(cfg: Config, out, progress: bool = True, resume: str | None = None
         features=features,
         state=state,
         heldout=heldout,
+        flops_per_image=training_flops(raw, cfg.data.size // vae_factor(vae), _text_tokens(data, cfg)),
     )
 
 # %% ../nbs/10_train.ipynb #aa0de291
@@ -767,7 +793,8 @@ def restore(run: Run, resume: str | None) -> TrainState:
     else:
         if candidates:
             raise ConfigError(f"no undamaged checkpoint in {run.out}/checkpoints: start over with --overwrite")
-    run.state.done = run.state.step >= (run.cfg.train.max_steps or math.inf)
+    train = run.cfg.train
+    run.state.done = run.state.step >= (train.max_steps or math.inf) or run.flops >= (train.max_flops or math.inf)
     return run.state
 
 # %% ../nbs/10_train.ipynb #dbb8384b
@@ -860,7 +887,7 @@ def _count_step(run: Run):
     state, train = run.state, run.cfg.train
     state.step += 1
     max_steps, budget_s = train.max_steps or math.inf, 60 * train.max_minutes if train.max_minutes else math.inf
-    state.progress = max(state.step / max_steps, state.trained_s / budget_s)
+    state.progress = max(state.step / max_steps, state.trained_s / budget_s, run.flops / (train.max_flops or math.inf))
     for scheduler in run.schedulers:
         scheduler.step()
     run.ema.update(run.raw, state.step)
@@ -958,7 +985,11 @@ def end_of_step(run: Run, logger: RunLogger, bar, stop: list):
             save_checkpoint(run.accelerator, run.out, state.step, run.ema, state.saved(), train.keep_checkpoints)
         logger.event("interrupted", step=state.step, signal=stop[0])
         state.interrupted, state.done = stop[0], True
-    if state.step >= (train.max_steps or math.inf) or state.trained_s >= budget_s:
+    if (
+        state.step >= (train.max_steps or math.inf)
+        or state.trained_s >= budget_s
+        or run.flops >= (train.max_flops or math.inf)
+    ):
         state.done = True
 
 
@@ -983,7 +1014,8 @@ def finish(run: Run, logger: RunLogger) -> dict:
     state, cfg = run.state, run.cfg
     summary = dict(
         steps=state.step,
-        images_seen=state.step * cfg.train.batch_size * run.accumulation * run.world,
+        images_seen=run.images_seen,
+        train_flops=run.flops,
         train_minutes=state.trained_s / 60,
         images_per_s=state.images_per_s,
         skipped_steps=state.skipped,

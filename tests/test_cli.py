@@ -168,3 +168,16 @@ def test_data_prepare_streaming_in_parallel(tmp_path):
     run([PRX, "train", "--preset", "shapes-tiny", "--out", str(out), "--max-steps", "2", "eval.every=0", *ov])
     r = run([PRX, "train", "--preset", "shapes-tiny", "--out", str(tmp_path / "x"), "data.streaming=true"], check=False)
     assert r.returncode == 2 and "data.shard_size" in r.stderr
+
+
+def test_max_flops_stops_at_the_compute_budget(tmp_path):
+    "train.max_flops: a run stops at the first step whose training FLOPs (flops_per_image x images seen) reach it."
+    def end(out, budget):
+        run([PRX, "train", "--preset", "shapes-tiny", "--out", str(out), "train.max_steps=null", "train.max_minutes=null",
+             f"train.max_flops={budget}", "eval.every=0", "train.mixed_precision=no", "data.n=64"])
+        return next(r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r.get("event") == "end")
+    first = end(tmp_path / "one", 1)
+    assert first["steps"] == 1 and first["images_seen"] == 16
+    per_step = first["train_flops"]
+    third = end(tmp_path / "three", 2.5 * per_step)
+    assert third["steps"] == 3 and third["train_flops"] == 3 * per_step
