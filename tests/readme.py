@@ -15,7 +15,12 @@ def render_readme(nb_path=ROOT / "nbs" / "index.ipynb") -> str:
         if not src or re.match(r"#\s*\|\s*(hide|exporti?)\b", src): continue
         if c["cell_type"] == "markdown": out.append(src)
         elif c["cell_type"] == "code": out.append(f"```python\n{src}\n```")
-    return "\n\n".join(out) + "\n"
+    return _repo_links("\n\n".join(out) + "\n")
+
+
+def _repo_links(markdown: str) -> str:
+    "Chapter links as the docs site writes them (`01_data.ipynb`, beside the index), made to resolve from the root."
+    return re.sub(r"\]\((\d\d_[\w-]+\.ipynb)([#)])", r"](nbs/\1\2", markdown)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,13 @@ def test_readme_matches_index():
     assert (ROOT / "README.md").read_text() == render_readme(), "README.md is stale: run `python tests/readme.py`"
 
 
+def test_readme_links_resolve_from_the_repository():
+    "Every relative link in README.md names a file of the repository, as GitHub and PyPI read it from the root."
+    import re
+    links = [l.split("#")[0] for l in re.findall(r"\]\(([^)\s]+)\)", render_readme()) if not re.match(r"[a-z]+:|#", l)]
+    assert links and not [l for l in links if not (ROOT / l).exists()], [l for l in links if not (ROOT / l).exists()]
+
+
 def test_every_notebook_processes_for_docs(monkeypatch):
     "nbdev's documentation processors (what the docs build runs on each notebook, exported cells executed) accept every notebook."
     from fastcore.nbio import read_nb
