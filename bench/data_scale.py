@@ -1,16 +1,15 @@
-"""The training format at scale: memory of training against the dataset's size, image codecs, text on disk.
+"""The training format at scale: memory of training against the dataset's size, and the image codecs.
 
     python bench/data_scale.py memory --rows 2000 20000 --out runs/data-scale
     python bench/data_scale.py codecs
-    python bench/data_scale.py text
 
-`memory` prepares N rows of the same kind (64 px Shapes scenes, two captions a row, the long one about 50 words) with
-the word tower (128-d, text.max_tokens=64), trains the tiny denoiser on them for a few steps with two DataLoader workers,
-and samples the memory of the whole process tree (the main process and its workers) every 20 ms: the peak of the sum of
-proportional anonymous memory (Pss_Anon: what the run allocated, a page the forked workers share counted once) and of
-all proportional memory (Pss, also the pages of the memory-mapped rows it touched). `codecs` stores the bundled real photographs (scikit-learn's and scikit-image's) at
-512 px in each format: bytes, decode time on one core, PSNR. `text` reads the prepared rows' bytes per caption and
-compares cached and in-step text for T5-Gemma's width.
+`memory` prepares N rows of the same kind (64-px Shapes scenes, two captions a row, the long one about 50 words) with
+the word tower (128-d, text.max_tokens=64), trains the tiny denoiser on them for a few steps with two DataLoader
+workers, and samples the memory of the whole process tree (the main process and its workers) every 20 ms: the peak of
+the sum of proportional anonymous memory (Pss_Anon: what the run allocated, a page the forked workers share counted
+once) and of all proportional memory (Pss, also the pages of the memory-mapped rows it touched). `codecs` stores the
+bundled real photographs (scikit-learn's and scikit-image's) at 512 px in each format, and 32-px Shapes scenes raw and
+as PNG: bytes, decode time on one core, PSNR. The data chapter prints the stored results.
 """
 import argparse, io, json, os, shutil, subprocess, sys, threading, time
 from pathlib import Path
@@ -98,40 +97,46 @@ def _photos(size: int) -> list:
     return [center_crop_resize(im, size) for im in photo_dataset(max_side=max(size, 512))["image"]]
 
 
-def codecs(a):
-    from prx_nb.data import encode_image, decode_pixels
-    photos, rows = _photos(a.size), []
-    settings = [("png", 100), ("webp", 80), ("webp", 90), ("webp", 95), ("jpeg", 85), ("jpeg", 90), ("jpeg", 95)]
+def _decode_rate(blobs: list, fmt: str, shape: tuple, reps: int = 20) -> tuple[float, list]:
+    "Seconds per image to decode `blobs` on this core, and the decoded images."
+    from prx_nb.data import decode_pixels
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        decoded = [decode_pixels(b, fmt, shape) for b in blobs]
+    return (time.perf_counter() - t0) / reps / len(blobs), decoded
+
+
+def _codec_rows(images: list, settings: list, what: str) -> list:
+    from prx_nb.data import encode_image
+    rows = []
     for fmt, q in settings:
-        blobs = [encode_image(p, fmt, q) for p in photos]
-        t0 = time.perf_counter(); reps = 20
-        for _ in range(reps):
-            decoded = [decode_pixels(b) for b in blobs]
-        dt = (time.perf_counter() - t0) / reps / len(blobs)
-        mse = np.mean([np.mean((d.astype(float) - p.astype(float)) ** 2) for d, p in zip(decoded, photos)])
-        rows.append(dict(format=fmt, quality=q if fmt != "png" else None, kb_per_image=round(np.mean(list(map(len, blobs))) / 1024, 1),
-                         decode_ms=round(dt * 1e3, 2), images_per_s_per_core=round(1 / dt), psnr_db=round(10 * np.log10(255**2 / mse), 1) if mse else None))
+        blobs = [encode_image(p, fmt, q) for p in images]
+        dt, decoded = _decode_rate(blobs, fmt, images[0].shape[:2])
+        mse = np.mean([np.mean((d.astype(float) - p.astype(float)) ** 2) for d, p in zip(decoded, images)])
+        rows.append(dict(images=what, format=fmt, quality=q if fmt in ("webp", "jpeg") else None,
+                         kb_per_image=round(np.mean(list(map(len, blobs))) / 1024, 2), decode_ms=round(dt * 1e3, 3),
+                         images_per_s_per_core=round(1 / dt), psnr_db=round(10 * np.log10(255**2 / mse), 1) if mse else None))
         print(json.dumps(rows[-1]), flush=True)
-    print(f"{len(photos)} photographs at {a.size} px; raw {a.size * a.size * 3 / 1024:.0f} KB each")
     return rows
 
 
-def text(a):
-    "Bytes per cached caption at a tower's width, and the encoder's share of a step."
-    rows = []
-    for name, dim, tokens in (("T5-Gemma-2B (PRX)", 2304, 50), ("T5-Gemma-2B, padded to 256", 2304, 256), ("MiniLM", 384, 50)):
-        rows.append(dict(tower=name, dim=dim, tokens=tokens, kb_per_caption=round(dim * tokens * 2 / 1024, 1),
-                         tb_for_17_4M_captions=round(dim * tokens * 2 * 17.4e6 / 1e12, 2)))
-        print(json.dumps(rows[-1]))
+def codecs(a):
+    "Photographs at `a.size` in every format and quality; 32-px Shapes scenes raw and as PNG."
+    from prx_nb.data import shapes_example
+    photos = _photos(a.size)
+    settings = [("png", None), ("webp", 80), ("webp", 90), ("webp", 95), ("jpeg", 85), ("jpeg", 90), ("jpeg", 95)]
+    rows = _codec_rows(photos, settings, f"{len(photos)} photographs, {a.size} px")
+    scenes = [np.asarray(shapes_example(0, i, 256, 32)["image"]) for i in range(256)]
+    rows += _codec_rows(scenes, [("raw", None), ("png", None)], "256 Shapes scenes, 32 px")
     return rows
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=("memory", "codecs", "text"))
+    ap.add_argument("what", choices=("memory", "codecs"))
     ap.add_argument("--rows", type=int, nargs="+", default=[2000, 20000]); ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--size", type=int, default=512); ap.add_argument("--out", default="runs/data-scale")
     ap.add_argument("--prx", default=None, help="the command that runs prx-nb (default: this environment's prx-nb)")
     a = ap.parse_args()
-    result = dict(memory=memory, codecs=codecs, text=text)[a.what](a)
+    result = dict(memory=memory, codecs=codecs)[a.what](a)
     Path(a.out).mkdir(parents=True, exist_ok=True); (Path(a.out) / f"{a.what}.json").write_text(json.dumps(result, indent=1))

@@ -588,15 +588,17 @@ def clean_rows(
         yield pix, opts
 
 # %% ../nbs/01_data.ipynb #e8eedca4
-IMAGE_FORMATS = ("png", "webp", "jpeg")
+IMAGE_FORMATS = ("raw", "png", "webp", "jpeg")
 
 
 def encode_image(pixels: np.ndarray, image_format: str = "png", quality: int = 90) -> bytes:
-    "uint8 (h, w, 3) pixels as PNG (lossless), WebP or JPEG bytes at `quality`."
+    "uint8 (h, w, 3) pixels as raw bytes or PNG (both lossless), or WebP or JPEG bytes at `quality`."
     import io
 
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image format {image_format!r}: choose one of {', '.join(IMAGE_FORMATS)}")
+    if image_format == "raw":
+        return np.ascontiguousarray(pixels, np.uint8).tobytes()
     buffer = io.BytesIO()
     options = dict(compress_level=1) if image_format == "png" else dict(quality=quality)
     if image_format == "webp" and quality >= 100:
@@ -605,11 +607,18 @@ def encode_image(pixels: np.ndarray, image_format: str = "png", quality: int = 9
     return buffer.getvalue()
 
 
-def decode_pixels(data: bytes) -> np.ndarray:
+def decode_pixels(
+    data: bytes,
+    image_format: str = "png",  # how `data` was encoded (PIL is told, so it does not probe every format)
+    shape: tuple | None = None,  # (h, w): what raw bytes hold
+) -> np.ndarray:
     "uint8 (h, w, 3) pixels of an encoded image."
     import io
 
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    if image_format == "raw":
+        return np.frombuffer(data, np.uint8).reshape(*shape, 3)
+    image = Image.open(io.BytesIO(data), formats=[image_format.upper()])
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 
 # %% ../nbs/01_data.ipynb #0f61b7a8
 def _states(embeds: torch.Tensor, masks: torch.Tensor) -> list[bytes]:
@@ -793,6 +802,7 @@ class PreparedData(torch.utils.data.Dataset):
         _check_alike(paths, self.infos)
         self.rows = _open_rows([p / s for p, i in zip(paths, self.infos) for s in i.get("shards", ["."])])
         self.sizes = [i["n"] for i in self.infos]  # rows per source
+        self._ends = np.cumsum(self.sizes)  # a row's source: the first whose end is past it (each has its format)
         self.latent, self.text_cache, self.dim = (
             bool(self.info["latent"]),
             self.info["text_cache"],
@@ -816,13 +826,16 @@ class PreparedData(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])  # a caption per (seed, epoch, index)
         k = int(pick_caption(np.arange(len(row["weights"])), np.asarray(row["weights"]), rng))
         text = states_from_bytes(row["text"][k], self.dim) if self.text_cache else row["captions"][k]
-        return self._image(row["image"], row["bucket"]), text
+        return self._image(row["image"], row["bucket"], int(np.searchsorted(self._ends, i, side="right"))), text
 
-    def _image(self, data: bytes, bucket: int) -> torch.Tensor:
+    def _image(self, data: bytes, bucket: int, source: int) -> torch.Tensor:
+        "The image tensor of a row: (3, h, w) uint8, or the latent as float32."
+        h, w = (self.buckets or [(self.info["size"],) * 2])[bucket]
         if self.latent:
-            shape = self.info["latent_shapes"]["x".join(map(str, (self.buckets or [(self.info["size"],) * 2])[bucket]))]
+            shape = self.info["latent_shapes"][f"{h}x{w}"]
             return torch.from_numpy(np.frombuffer(data, np.float16).reshape(shape).astype(np.float32))
-        return torch.from_numpy(decode_pixels(data).copy()).permute(2, 0, 1)
+        pixels = decode_pixels(data, self.infos[source]["image_format"], (h, w))
+        return torch.from_numpy(pixels.copy()).permute(2, 0, 1)
 
     def __getitem__(self, i):
         return self._item(i, self.rows[int(i)])

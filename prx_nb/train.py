@@ -86,10 +86,10 @@ def image_tower_path(cfg: Config) -> str | None:
 
 
 def image_format(cfg: Config) -> str:
-    "How prepared images are stored: `data.image_format`, where 'auto' is PNG for Shapes and JPEG for photographs."
+    "How prepared images are stored: `data.image_format`; 'auto' is raw for Shapes, JPEG for photographs (data chapter)."
     if cfg.data.image_format != "auto":
         return cfg.data.image_format
-    return "png" if cfg.data.source == "shapes" else "jpeg"
+    return "raw" if cfg.data.source == "shapes" else "jpeg"
 
 
 def source_configs(cfg: Config) -> list[Config]:
