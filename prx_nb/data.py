@@ -635,7 +635,7 @@ def states_from_bytes(data: bytes, dim: int) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.bfloat16).view(-1, dim)
 
 
-def _row_features(text: bool, latent: bool):
+def _row_features(text: bool):
     "The Arrow columns of a prepared row."
     import datasets
 
@@ -660,7 +660,7 @@ class RowWriter:
 
         self.encode, self.text, self.shapes, self.encode_images = encode, text, shapes, encode_images
         self.image_format, self.quality = image_format, quality
-        features = _row_features(text, encode_images is not None)
+        features = _row_features(text)
         self.writer = ArrowWriter(features=features, path=str(folder / "rows.arrow"), writer_batch_size=256)
         self.n, self.image_bytes, self.text_bytes, self.captions, self.tokens, self.dim = 0, 0, 0, 0, 0, 0
         self.latent_shapes = {}
@@ -890,11 +890,8 @@ def collate(samples: list) -> tuple:
     texts = [s[1] for s in samples]
     if isinstance(texts[0], str):
         return images, texts
-    length = max(len(t) for t in texts)
-    embeds = torch.zeros(len(texts), length, texts[0].shape[-1], dtype=torch.bfloat16)
-    masks = torch.zeros(len(texts), length, dtype=torch.bool)
-    for j, t in enumerate(texts):
-        embeds[j, : len(t)], masks[j, : len(t)] = t, True
+    embeds = torch.nn.utils.rnn.pad_sequence(texts, batch_first=True)
+    masks = torch.arange(embeds.shape[1]) < torch.tensor([len(t) for t in texts])[:, None]
     return images, (embeds, masks)
 
 # %% ../nbs/01_data.ipynb #34fc29de
