@@ -22,19 +22,8 @@ from prx_nb.architecture import build_denoiser, set_attention, flops_per_image, 
 from prx_nb.config import TricksConfig, load_config
 from prx_nb.data import shapes_example
 from prx_nb.flow import train_step
+from prx_nb.speedrun import matmul_peak
 from prx_nb.tricks import Tricks
-
-
-def matmul_peak(dtype, n:int=4096, device="cpu", reps:int=5)->float:
-    "FLOP/s of an n x n x n matmul in `dtype`, best of three timings: the machine's practical peak."
-    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
-    for _ in range(2): a @ b
-    best = 0.0
-    for _ in range(3):  # the best of three timings: a momentary slowdown of the machine must not flatter the MFU
-        sync(device); t = time.perf_counter()
-        for _ in range(reps): a @ b
-        sync(device); best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t))
-    return best
 
 
 def sync(device):

@@ -6,7 +6,7 @@ Docs: https://prx-nb.github.io/prx-nb/cli.html.md"""
 
 # %% ../nbs/14_cli.ipynb #3e02f837
 from __future__ import annotations
-import argparse, inspect, json, os, shutil, subprocess, sys
+import argparse, inspect, json, os, shlex, shutil, subprocess, sys
 from pathlib import Path
 
 import yaml
@@ -17,7 +17,7 @@ from .architecture import generate
 from .eval import METRICS, evaluate
 from .runs import load_pipeline
 from .train import ensure_data, load_tower, open_source, source_configs, train
-from .speedrun import ABLATIONS, ablate, ablation_table, publish, sample_grid, speedrun
+from .speedrun import ABLATIONS, ablate, ablation_table, publish, sample_grid, save_record, speedrun
 from prx_nb.launch import (
     LAUNCH_CONFIGS,
     dry_run,
@@ -64,6 +64,8 @@ def _add_train_commands(sub):
     _config_args(p)
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true", help=overwrite)
+    p.add_argument("--record", default=None, help="also write the run's speedrun record to this JSON file")
+    p.add_argument("--change", default="", help="what the record changed, in a few words (with --record)")
     p = sub.add_parser("train", help="train and save DIR/pipeline")
     _config_args(p)
     p.add_argument("--out", required=True)
@@ -173,12 +175,11 @@ INTERRUPTED = 3  # the exit status of a run stopped by SIGTERM/SIGINT after its 
 
 def _speedrun(a):
     m = speedrun(_config(a), a.out, overwrite=a.overwrite)
-    print(
-        json.dumps(
-            {k: m.get(k) for k in ("shapes", "steps", "train_minutes", "images_per_s", "wall_minutes", "interrupted")},
-            indent=1,
-        )
-    )
+    keys = ("shapes", "shapes_se", "steps", "images_seen", "train_flops", "train_minutes", "images_per_s")
+    keys += ("peak_bf16_flops", "mfu", "wall_minutes", "commit", "interrupted")
+    print(json.dumps({k: m.get(k) for k in keys}, indent=1))
+    if a.record and not m["interrupted"]:
+        save_record(a.out, a.record, a.change, "prx-nb " + shlex.join(a.argv))
     return INTERRUPTED if m["interrupted"] else 0
 
 
@@ -310,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["launch"] and "--" in argv:  # what follows -- is the launched command, whatever its options
         argv, command = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     a = parser().parse_args(argv)
-    a.command = command
+    a.command, a.argv = command, argv
     try:
         return COMMANDS[a.cmd](a) or 0
     except USER_ERRORS as e:

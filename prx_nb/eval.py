@@ -6,7 +6,7 @@ Docs: https://prx-nb.github.io/prx-nb/eval.html.md"""
 
 # %% ../nbs/11_eval.ipynb #b23e4461
 from __future__ import annotations
-import hashlib, itertools, json, os, random, re, textwrap, threading
+import hashlib, itertools, json, math, os, random, re, textwrap, threading
 from collections import defaultdict
 from pathlib import Path
 
@@ -41,10 +41,10 @@ from .architecture import generate
 
 # %% auto #0
 __all__ = ['METRICS', 'PHOTOS', 'SKLEARN_PHOTOS', 'TASKS', 'HIGHER_IS_BETTER', 'parse_prompt', 'label_pixels', 'find_objects',
-           'judge', 'shapes_eval_prompts', 'score_images', 'shapes_eval', 'shapes_eval_from', 'to_uint8',
-           'frechet_distance', 'mmd', 'fingerprint', 'InceptionFeatures', 'VisionFeatures', 'CLIPFeatures', 'fid',
-           'cmmd', 'clip_score', 'cache_dir', 'shapes_features', 'reference_features', 'shapes_distances', 'evaluate',
-           'photo_dataset', 'heldout_set', 'gather_rows', 'heldout_extractors', 'heldout_eval', 'read_log',
+           'judge', 'shapes_eval_prompts', 'score_images', 'shapes_eval', 'standard_errors', 'shapes_eval_from',
+           'to_uint8', 'frechet_distance', 'mmd', 'fingerprint', 'InceptionFeatures', 'VisionFeatures', 'CLIPFeatures',
+           'fid', 'cmmd', 'clip_score', 'cache_dir', 'shapes_features', 'reference_features', 'shapes_distances',
+           'evaluate', 'photo_dataset', 'heldout_set', 'gather_rows', 'heldout_extractors', 'heldout_eval', 'read_log',
            'run_records', 'save_eval_images', 'plot_metrics', 'plot_curves', 'progress_grid', 'plot_ablation']
 
 # %% ../nbs/11_eval.ipynb #e5f96b06
@@ -191,6 +191,18 @@ def shapes_eval(
         chunk = items[i : i + batch_size]
         images += list(generate([c["prompt"] for c in chunk], [seed + i + j for j in range(len(chunk))]))
     return score_images(items, images), images
+
+# %% ../nbs/11_eval.ipynb #f30ff78c
+def standard_errors(
+    results: dict,  # ShapesEval scores (`score_images`): accuracies per task and `n`, the prompts judged
+) -> dict:  # one standard error per task, and overall's
+    "The binomial standard error of each task's accuracy, and of overall (the mean of independent tasks)."
+    tasks = [t for t in (*KINDS, "novel") if t in results]
+    n_per_task = results["n"] / len(tasks)
+    errors = {t: math.sqrt(results[t] * (1 - results[t]) / n_per_task) for t in tasks}
+    judged = [t for t in KINDS if t in errors]
+    errors["overall"] = math.sqrt(sum(errors[t] ** 2 for t in judged)) / len(judged)
+    return errors
 
 # %% ../nbs/11_eval.ipynb #f3a1c002
 def shapes_eval_from(

@@ -6,7 +6,7 @@ Docs: https://prx-nb.github.io/prx-nb/speedrun.html.md"""
 
 # %% ../nbs/13_speedrun.ipynb #543b37cf
 from __future__ import annotations
-import json, math, re, shutil, time
+import json, math, re, shutil, subprocess, time
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +19,51 @@ from .architecture import generate
 from .tricks import LPIPSLoss
 from .runs import load_pipeline
 from .train import run_shapes_eval, train
-from .eval import plot_curves, read_log, shapes_distances, shapes_features
+from .eval import plot_curves, read_log, shapes_distances, shapes_features, standard_errors
 
 # %% auto #0
-__all__ = ['GRID_PROMPTS', 'ABLATIONS', 'LICENSES', 'sample_grid', 'write_report', 'speedrun', 'ablate', 'ablation_table',
-           'component_license', 'model_card', 'publish']
+__all__ = ['GRID_PROMPTS', 'RECORD_KEYS', 'ABLATIONS', 'LICENSES', 'matmul_peak', 'source_commit', 'sample_grid', 'write_report',
+           'speedrun', 'save_record', 'records_table', 'ablate', 'ablation_table', 'component_license', 'model_card',
+           'publish']
+
+# %% ../nbs/13_speedrun.ipynb #31b7e13f
+def matmul_peak(
+    dtype=torch.bfloat16,
+    n: int = 2048,  # side of the square matmul
+    device="cpu",
+    reps: int = 5,  # matmuls per timing
+) -> float:  # FLOP/s
+    "FLOP/s of an n x n x n matmul in `dtype`, best of three timings: the machine's practical peak."
+    a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else lambda: None
+    for _ in range(2):
+        a @ b
+    best = 0.0
+    for _ in range(3):  # a momentary slowdown of the machine must not flatter the MFU
+        sync()
+        start = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        sync()
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - start))
+    return best
+
+
+def source_commit() -> str | None:
+    "The git commit of the prx-nb source that runs (with '-dirty' for uncommitted changes), or None outside a clone."
+    import prx_nb
+
+    try:
+        found = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=7"],
+            cwd=Path(prx_nb.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return found.stdout.strip() or None
 
 # %% ../nbs/13_speedrun.ipynb #454e71dc
 def sample_grid(images: list, titles: list[str] | None = None, ncols: int = 6, path=None, scale: float = 1.6):
@@ -51,19 +91,29 @@ def sample_grid(images: list, titles: list[str] | None = None, ncols: int = 6, p
     return fig
 
 # %% ../nbs/13_speedrun.ipynb #945fb02b
+def _with_error(metrics: dict, task: str, bold: bool = False) -> str:
+    "A task's ShapesEval score with its standard error, when the run has one."
+    score, error = metrics["shapes"][task], metrics.get("shapes_se", {}).get(task)
+    text = f"{score:.3f}" + (f" ± {error:.3f}" if error is not None else "")
+    return f"**{text}**" if bold else text
+
+
 def _report_lines(metrics: dict) -> list[str]:
     "The markdown of a run's report."
     s, sampling = metrics["shapes"], metrics["sampling"]
     distances = [k for k in ("fid-shapes", "cmmd-shapes") if k in metrics]
+    tasks = ("single", "count", "relation", "overall", "novel")
+    scores = " | ".join(_with_error(metrics, k, bold=k == "overall") for k in tasks)
     return [
         f"# prx-nb speedrun report: {metrics['preset']}",
         "",
-        "| steps | images seen | training FLOPs | train minutes | images/s | parameters | final loss |",
-        "|---|---|---|---|---|---|---|",
+        "| steps | images seen | training FLOPs | train minutes | images/s | bf16 peak | MFU | parameters | final loss |",
+        "|---|---|---|---|---|---|---|---|---|",
         (
             f"| {metrics['steps']} | {metrics['images_seen']} | {metrics.get('train_flops', float('nan')):.3g} |"
-            f" {metrics['train_minutes']:.1f} | {metrics['images_per_s']:.0f} | {metrics['params'] / 1e6:.2f}M |"
-            f" {metrics['final_loss']:.4f} |"
+            f" {metrics['train_minutes']:.1f} | {metrics['images_per_s']:.0f} |"
+            f" {metrics.get('peak_bf16_flops', float('nan')) / 1e12:.2f} TFLOP/s | {metrics.get('mfu', float('nan')):.1%} |"
+            f" {metrics['params'] / 1e6:.2f}M | {metrics['final_loss']:.4f} |"
         ),
         "",
         (
@@ -73,7 +123,9 @@ def _report_lines(metrics: dict) -> list[str]:
         "",
         "| single | count | relation | **overall** | novel (held-out pairs) |",
         "|---|---|---|---|---|",
-        f"| {s['single']:.3f} | {s['count']:.3f} | {s['relation']:.3f} | **{s['overall']:.3f}** | {s['novel']:.3f} |",
+        f"| {scores} |",
+        "",
+        "± one standard error (`standard_errors`); twice it is about a 95% interval.",
         "",
         *(
             [
@@ -141,10 +193,12 @@ def speedrun(
 ) -> dict:
     "Train, save, judge and report: writes pipeline/, metrics.json, samples.png and report.md in `out`."
     start, out = time.time(), Path(out)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    peak = matmul_peak(n=8192 if device == "cuda" else 2048, device=device)  # this machine, in this run
     summary = train(cfg, out, progress=progress, overwrite=overwrite)
     if summary["interrupted"]:
         return dict(preset=cfg.preset, **summary)  # no pipeline of this run to judge
-    pipe, sampling = load_pipeline(out / "pipeline", device="cuda" if torch.cuda.is_available() else "cpu")
+    pipe, sampling = load_pipeline(out / "pipeline", device=device)
     results, distances = _judge(pipe, sampling, cfg)
     images = generate(
         pipe,
@@ -160,18 +214,59 @@ def speedrun(
         shapes=results,
         novel=results["novel"],
         overall=results["overall"],
+        shapes_se=standard_errors(results),
         **distances,
         **summary,
+        peak_bf16_flops=peak,
+        mfu=summary.get("train_flops", 0.0) / max(60 * summary["train_minutes"], 1e-9) / peak,
         sampling={k: sampling[k] for k in ("size", "steps", "guidance_scale", "shift") if k in sampling},
         text_encoder=cfg.text.encoder,
         wall_minutes=(time.time() - start) / 60,
         device=str(pipe.device),
         torch=torch.__version__,
-        threads=torch.get_num_threads()
+        threads=torch.get_num_threads(),
+        commit=source_commit(),
+        date=time.strftime("%Y-%m-%d"),
     )
     write_atomic(out / "metrics.json", json.dumps(metrics, indent=1))
     write_report(out, metrics)
     return metrics
+
+# %% ../nbs/13_speedrun.ipynb #9baf30e9
+RECORD_KEYS = ("date", "commit", "preset", "steps", "images_seen", "train_flops", "train_minutes", "images_per_s")
+RECORD_KEYS += ("peak_bf16_flops", "mfu", "params", "shapes", "shapes_se", "sampling", "wall_minutes")
+
+
+def save_record(
+    run,  # a speedrun folder (its metrics.json)
+    path,  # the record file to write
+    change: str,  # what this record changed, in a few words
+    command: str,  # the command that ran it
+) -> dict:
+    "Write the record of a finished speedrun: the change, the command, and its compute and ShapesEval."
+    metrics = json.loads((Path(run) / "metrics.json").read_text())
+    record = dict(change=change, command=command, **{k: metrics.get(k) for k in RECORD_KEYS})
+    write_atomic(path, json.dumps(record, indent=1))
+    return record
+
+
+def _record_row(r: dict) -> str:
+    "One record as a markdown table row."
+    s, se, blank = r["shapes"], r.get("shapes_se") or standard_errors(r["shapes"]), "–"
+    peak = f"{r['peak_bf16_flops'] / 1e12:.2f}" if r.get("peak_bf16_flops") else blank
+    cells = [r["date"], r["change"], f"{r['train_minutes']:.1f}", f"{r['steps']:,}", f"{r['images_per_s']:.0f}"]
+    cells += [f"{r['images_seen'] / 1e6:.2f}M", f"{r['train_flops']:.2e}", peak]
+    cells += [f"{s[k]:.2f}" for k in ("single", "count", "relation")]
+    cells += [f"**{s['overall']:.3f}** ± {2 * se['overall']:.3f}", f"{s['novel']:.2f}", f"{s['n'] // 4}"]
+    return "| " + " | ".join(cells + [f"`{r.get('commit') or blank}`"]) + " |"
+
+
+def records_table(records: list[dict]) -> str:
+    "Speedrun records as a markdown table, in the order given."
+    head = ["date", "change", "train min", "steps", "images/s", "images seen", "training FLOPs", "bf16 peak TFLOP/s"]
+    head += ["single", "count", "relation", "overall ± 95%", "novel", "prompts/task", "commit"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + [_record_row(r) for r in records])
 
 # %% ../nbs/13_speedrun.ipynb #371950f8
 ABLATIONS = {  # name: overrides on top of the preset, trained with AdamW and no tricks

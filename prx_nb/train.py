@@ -964,8 +964,7 @@ def end_of_step(run: Run, logger: RunLogger, bar, stop: list):
     if state.step % train.log_every == 0:
         _log_train(run, logger)
     budget_s = 60 * train.max_minutes if train.max_minutes else math.inf
-    steps_left = (train.max_steps or math.inf) - state.step
-    eta = budget_s - state.trained_s if budget_s < math.inf else steps_left * state.trained_s / state.step
+    eta = state.trained_s * (1 - state.progress) / state.progress if state.progress else math.inf  # any budget
     bar.update(1)
     bar.set_postfix(
         loss=f"{state.last_loss:.3f}",
