@@ -78,6 +78,7 @@ def _add_train_commands(sub):
     p.add_argument("--out", required=True)
     p.add_argument("--minutes", type=float, default=_default(ablate, "minutes"), help="training minutes per run")
     p.add_argument("--runs", help=f"comma-separated, from {list(ABLATIONS)}")
+    p.add_argument("--seeds", default="0", help="comma-separated training seeds: each run is trained once per seed")
     p = sub.add_parser("config", help="print a resolved config")
     _config_args(p)
 
@@ -281,10 +282,26 @@ def _launch(a):
     return subprocess.call(launch_argv(a.config, command, a.machine_rank, a.main_process_ip))  # the real launch
 
 
+def _seeds(text: str) -> list[int]:
+    "The training seeds of `--seeds`: comma-separated integers."
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--seeds takes comma-separated integers, e.g. 0,1,2; got {text!r}") from None
+
+
 def _ablate(a):
     print(
         ablation_table(
-            ablate(a.preset, a.out, a.minutes, list(a.overrides), a.runs.split(",") if a.runs else None, progress=True)
+            ablate(
+                a.preset,
+                a.out,
+                a.minutes,
+                list(a.overrides),
+                a.runs.split(",") if a.runs else None,
+                progress=True,
+                seeds=_seeds(a.seeds),
+            )
         )
     )
 

@@ -154,7 +154,7 @@ class DataConfig:
     sources: list[dict] | None = (
         None  # data.source=mixture: [{source, weight, image_column, caption_columns, split, n}]
     )
-    image_format: str = setting("auto", choices=("auto", "raw", "png", "webp", "jpeg"))  # auto: raw for Shapes, else jpeg
+    image_format: str = setting("auto", choices=("auto", "raw", "png", "webp", "jpeg"))  # auto: raw for Shapes, or jpeg
     image_quality: int = setting(90, check=lambda q: 1 <= q <= 100, accepts="1 to 100")  # WebP/JPEG quality
     text_cache: bool = True  # store each caption's text states (false: the encoder runs in the training step)
     max_bad_fraction: float = setting(0.05, **_fraction)  # preparation stops when more rows are bad

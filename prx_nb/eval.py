@@ -867,20 +867,23 @@ def progress_grid(
 
 
 def plot_ablation(path, out=None):  # ablations.json written by `prx-nb ablate`
-    "ShapesEval overall and throughput of each ablation run, side by side."
+    "ShapesEval overall and throughput of each ablation run: mean over seeds ± one standard deviation, a dot a seed."
     import matplotlib.pyplot as plt
 
-    rows = json.loads(Path(path).read_text())["runs"]
-    ok = [r for r in rows if "error" not in r]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 0.35 * len(ok) + 1.2), sharey=True)
-    y = np.arange(len(ok))
-    names = [r["run"] for r in ok]
-    a.barh(y, [r["overall"] for r in ok], color="tab:blue")
-    a.set_yticks(y, names, fontsize=8)
-    a.invert_yaxis()
-    a.set_title("ShapesEval overall", fontsize=9)
-    b.barh(y, [r["images_per_s"] for r in ok], color="tab:gray")
-    b.set_title("training images/s", fontsize=9)
+    rows = [r for r in json.loads(Path(path).read_text())["runs"] if "error" not in r]
+    names = list(dict.fromkeys(r["run"] for r in rows))
+    fig, axs = plt.subplots(1, 2, figsize=(9, 0.35 * len(names) + 1.2), sharey=True)
+    y = np.arange(len(names))
+    for ax, key, color, title in zip(axs, ("overall", "images_per_s"), ("tab:blue", "tab:gray"),
+                                     ("ShapesEval overall", "training images/s")):
+        values = [[r[key] for r in rows if r["run"] == name] for name in names]
+        spread = [np.std(v, ddof=1) if len(v) > 1 else 0 for v in values]
+        ax.barh(y, [np.mean(v) for v in values], xerr=spread, color=color, alpha=0.6, capsize=3)
+        for i, v in enumerate(values):
+            ax.plot(v, [i] * len(v), "k.", ms=4)
+        ax.set_title(title + " (mean ± sd over seeds)", fontsize=9)
+    axs[0].set_yticks(y, names, fontsize=8)
+    axs[0].invert_yaxis()
     fig.tight_layout()
     if out:
         fig.savefig(out, dpi=110)

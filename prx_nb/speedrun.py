@@ -22,9 +22,9 @@ from .train import run_shapes_eval, train
 from .eval import plot_curves, read_log, shapes_distances, shapes_features, standard_errors
 
 # %% auto #0
-__all__ = ['GRID_PROMPTS', 'RECORD_KEYS', 'ABLATIONS', 'LICENSES', 'matmul_peak', 'source_commit', 'sample_grid', 'write_report',
-           'speedrun', 'save_record', 'records_table', 'ablate', 'ablation_table', 'component_license', 'model_card',
-           'publish']
+__all__ = ['GRID_PROMPTS', 'RECORD_KEYS', 'ABLATIONS', 'ABLATION_COLUMNS', 'LICENSES', 'matmul_peak', 'source_commit',
+           'sample_grid', 'write_report', 'speedrun', 'save_record', 'records_table', 'ablate', 'ablation_summary',
+           'ablation_table', 'component_license', 'model_card', 'publish']
 
 # %% ../nbs/13_speedrun.ipynb #31b7e13f
 def matmul_peak(
@@ -67,17 +67,14 @@ def source_commit() -> str | None:
 
 # %% ../nbs/13_speedrun.ipynb #454e71dc
 def sample_grid(images: list, titles: list[str] | None = None, ncols: int = 6, path=None, scale: float = 1.6):
-    "A matplotlib grid of images, optionally captioned and saved."
-    import matplotlib
-
-    if path:
-        matplotlib.use("Agg")
+    "A matplotlib grid of images, optionally captioned and saved (then off pyplot: no backend is touched, none shown)."
     import matplotlib.pyplot as plt, textwrap
+    from matplotlib.figure import Figure
 
     nrows = math.ceil(len(images) / ncols)
-    fig, axs = plt.subplots(
-        nrows, ncols, figsize=(ncols * scale, nrows * scale * (1.35 if titles else 1)), squeeze=False
-    )
+    size = (ncols * scale, nrows * scale * (1.35 if titles else 1))
+    fig = Figure(figsize=size) if path else plt.figure(figsize=size)
+    axs = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axs.flat:
         ax.axis("off")
     for i, (ax, im) in enumerate(zip(axs.flat, images)):
@@ -87,7 +84,6 @@ def sample_grid(images: list, titles: list[str] | None = None, ncols: int = 6, p
     fig.tight_layout()
     if path:
         fig.savefig(path, dpi=110)
-        plt.close(fig)
     return fig
 
 # %% ../nbs/13_speedrun.ipynb #945fb02b
@@ -107,12 +103,14 @@ def _report_lines(metrics: dict) -> list[str]:
     return [
         f"# prx-nb speedrun report: {metrics['preset']}",
         "",
-        "| steps | images seen | training FLOPs | train minutes | images/s | bf16 peak | MFU | parameters | final loss |",
+        "| steps | images seen | training FLOPs | train minutes | images/s | bf16 peak | MFU | parameters | final loss"
+        " |",
         "|---|---|---|---|---|---|---|---|---|",
         (
             f"| {metrics['steps']} | {metrics['images_seen']} | {metrics.get('train_flops', float('nan')):.3g} |"
             f" {metrics['train_minutes']:.1f} | {metrics['images_per_s']:.0f} |"
-            f" {metrics.get('peak_bf16_flops', float('nan')) / 1e12:.2f} TFLOP/s | {metrics.get('mfu', float('nan')):.1%} |"
+            f" {metrics.get('peak_bf16_flops', float('nan')) / 1e12:.2f} TFLOP/s |"
+            f" {metrics.get('mfu', float('nan')):.1%} |"
             f" {metrics['params'] / 1e6:.2f}M | {metrics['final_loss']:.4f} |"
         ),
         "",
@@ -243,10 +241,12 @@ def save_record(
     change: str,  # what this record changed, in a few words
     command: str,  # the command that ran it
 ) -> dict:
-    "Write the record of a finished speedrun: the change, the command, and its compute and ShapesEval."
+    "Write the record of a finished speedrun (the change, the command, its compute and ShapesEval) and its sample grid."
     metrics = json.loads((Path(run) / "metrics.json").read_text())
     record = dict(change=change, command=command, **{k: metrics.get(k) for k in RECORD_KEYS})
     write_atomic(path, json.dumps(record, indent=1))
+    if (Path(run) / "samples.png").exists():  # the record's samples, beside it: RECORD.png
+        write_atomic(Path(path).with_suffix(".png"), (Path(run) / "samples.png").read_bytes())
     return record
 
 
@@ -290,12 +290,13 @@ def _lpips_unavailable() -> str | None:
     return None
 
 
-def _ablation_row(name: str, out: Path, cfg: Config, progress: bool) -> dict:
-    "Train and judge one ablation run; its table row."
+def _ablation_row(name: str, seed: int, out: Path, cfg: Config, progress: bool) -> dict:
+    "Train and judge one ablation run (one seed); its row, also written to the run's `row.json`."
     metrics = speedrun(cfg, out, progress=progress, overwrite=True)  # an ablation redoes its runs
     log = [r for r in read_log(out) if "loss" in r]
     row = dict(
         run=name,
+        seed=seed,
         images_per_s=round(metrics["images_per_s"], 1),
         steps=metrics["steps"],
         final_flow_loss=round(log[-1].get("loss_flow", log[-1]["loss"]), 4) if log else None,
@@ -315,8 +316,9 @@ def ablate(
     overrides: list[str] = (),
     runs: list[str] | None = None,  # which of ABLATIONS (default all)
     progress: bool = False,
+    seeds: list[int] = (0,),  # training seeds (`train.seed`): each run is trained once per seed
 ) -> list[dict]:
-    "Train and judge each ablation run for the same budget and seed; writes ablations.json and ablations.md in `out`."
+    "Train and judge each ablation run for the same budget, once per seed; writes ablations.json and ablations.md."
     out, rows = Path(out), []
     if unknown := [name for name in runs or [] if name not in ABLATIONS]:
         raise ConfigError(f"unknown ablation {unknown[0]!r}; choose from {list(ABLATIONS)}")
@@ -324,67 +326,89 @@ def ablate(
     wants_lpips = any(o.startswith("tricks.lpips") for name in runs or ABLATIONS for o in ABLATIONS[name])
     no_lpips = _lpips_unavailable() if wants_lpips else None  # probed only when a run needs it
     meta = dict(preset=preset, minutes=minutes, overrides=list(overrides))
-    for name in runs or list(ABLATIONS):
-        folder = out / name.replace("+", "plus-")
-        folder.mkdir(exist_ok=True)
-        if not (folder / "data").exists():
-            (folder / "data").symlink_to(Path("..") / "data")  # one dataset and teacher
-        changes = ABLATIONS[name]
-        if no_lpips and any(o.startswith("tricks.lpips") for o in changes):
-            if len(changes) == 1:
-                rows.append(dict(run=name, error=no_lpips))
-                continue
-            changes, name = [
-                o for o in changes if not o.startswith("tricks.lpips")
-            ], name + " (no LPIPS: weights unavailable)"
-        cfg = load_config(
-            preset, overrides=["train.optimizer=adamw", *overrides, f"train.max_minutes={minutes}", *changes]
-        )
-        try:
-            rows.append(_ablation_row(name, folder, cfg, progress))
-        except (OSError, ImportError) as e:
-            rows.append(dict(run=name, error=str(e).splitlines()[0]))
-        _save_ablations(out, meta, rows)  # after each run
-    _save_ablations(out, meta, rows)  # runs that could not start, too
+    for seed in seeds:
+        for name in runs or list(ABLATIONS):
+            rows.append(_ablation_run(out, name, seed, meta, no_lpips, progress))
+            _save_ablations(out, meta, rows)  # after each run
     return rows
 
 
+def _ablation_run(out: Path, name: str, seed: int, meta: dict, no_lpips: str | None, progress: bool) -> dict:
+    "One ablation run at one seed, in `out/<run>/seed<seed>` on the shared data: its row, or why it could not run."
+    folder = out / name.replace("+", "plus-") / f"seed{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "data").exists():
+        (folder / "data").symlink_to(Path("..") / ".." / "data")  # one dataset and teacher for all runs
+    changes = ABLATIONS[name]
+    row = dict(run=name, seed=seed, error=no_lpips)  # a run of LPIPS alone cannot start without its weights
+    if not no_lpips or not any(o.startswith("tricks.lpips") for o in changes) or len(changes) > 1:
+        row = _ablation_try(name, seed, folder, meta, changes, no_lpips, progress)
+    write_atomic(folder / "row.json", json.dumps(dict(meta, row=row)))  # the table gathers it, errors included
+    return row
+
+
+def _ablation_try(name: str, seed: int, folder: Path, meta: dict, changes: list, no_lpips, progress: bool) -> dict:
+    "Train and judge one run (without LPIPS where its weights are missing); its row, or the error that stopped it."
+    if no_lpips and any(o.startswith("tricks.lpips") for o in changes):
+        changes = [o for o in changes if not o.startswith("tricks.lpips")]
+        name += " (no LPIPS: weights unavailable)"
+    minutes, overrides = meta["minutes"], meta["overrides"]
+    settings = ["train.optimizer=adamw", *overrides, f"train.max_minutes={minutes}", f"train.seed={seed}", *changes]
+    try:
+        return _ablation_row(name, seed, folder, load_config(meta["preset"], overrides=settings), progress)
+    except (OSError, ImportError) as e:
+        return dict(run=name, seed=seed, error=str(e).splitlines()[0])
+
+
 def _save_ablations(out, meta: dict, rows: list[dict]):
-    "Write ablations.json/.md; rows of runs not redone this time are kept when the settings match."
-    path = out / "ablations.json"
-    old = json.loads(path.read_text()) if path.exists() else {}
-    redone = {row["run"] for row in rows}
-    keep = [r for r in old.get("runs", []) if {k: old.get(k) for k in meta} == meta and r["run"] not in redone]
+    "Write ablations.json/.md from this call's rows and every finished run in `out` with the same settings."
+    done = [json.loads(p.read_text()) for p in sorted(out.glob("*/seed*/row.json"))]
+    found = {(r["row"]["run"], r["row"]["seed"]): r["row"] for r in done if {k: r.get(k) for k in meta} == meta}
+    found.update({(r["run"], r["seed"]): r for r in rows})  # this call's rows, errors included
     order = {n: i for i, n in enumerate(ABLATIONS)}
-    all_rows = sorted(keep + rows, key=lambda r: order.get(r["run"].split(" (")[0], len(order)))
-    write_atomic(path, json.dumps(dict(meta, runs=all_rows), indent=1))
+    all_rows = sorted(found.values(), key=lambda r: (order.get(r["run"].split(" (")[0], len(order)), r["seed"]))
+    write_atomic(out / "ablations.json", json.dumps(dict(meta, runs=all_rows), indent=1))
     write_atomic(out / "ablations.md", ablation_table(all_rows))
+
+# %% ../nbs/13_speedrun.ipynb #93d8324b
+ABLATION_COLUMNS = ("images_per_s", "steps", "final_flow_loss", "overall", "single", "count", "relation", "novel")
+ABLATION_COLUMNS += ("overall_tread_guidance",)
+
+
+def ablation_summary(rows: list[dict]) -> list[dict]:
+    "Each ablation run over its seeds: the mean and the standard deviation (over seeds) of every column."
+    groups = {}
+    for r in rows:
+        if "error" not in r:
+            groups.setdefault(r["run"], []).append(r)
+    summary = []
+    for name, group in groups.items():
+        s = dict(run=name, seeds=[r.get("seed", 0) for r in group])  # files written before seeds had one
+        for c in ABLATION_COLUMNS:
+            values = [r[c] for r in group if r.get(c) is not None]
+            if values:
+                s[c], s[c + "_sd"] = float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None
+        summary.append(s)
+    return summary
+
+
+def _mean_sd(s: dict, c: str) -> str:
+    "A cell of the ablation table: the mean over seeds, ± their standard deviation when there are several."
+    if c not in s:
+        return ""
+    digits = {"images_per_s": 0, "steps": 0, "final_flow_loss": 4}.get(c, 3)
+    sd = s.get(c + "_sd")
+    return f"{s[c]:,.{digits}f}" + (f" ± {sd:,.{digits}f}" if sd is not None else "")
 
 
 def ablation_table(rows: list[dict]) -> str:
-    "The ablation rows as a markdown table."
-    cols = [
-        "images_per_s",
-        "steps",
-        "final_flow_loss",
-        "overall",
-        "single",
-        "count",
-        "relation",
-        "novel",
-        "overall_tread_guidance",
-    ]
-    lines = ["| run | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for r in rows:
-        if "error" in r:
-            cells = [f"error: {r['error']}"] + [""] * (len(cols) - 1)
-        else:
-            cells = [
-                f"{r[c]:.3f}" if isinstance(r.get(c), float) and c != "images_per_s" else str(r.get(c, ""))
-                for c in cols
-            ]
-        lines.append(f"| {r['run']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    "The ablation rows as a markdown table: each run's mean ± standard deviation over its seeds; failed runs below."
+    lines = ["| run | seeds | " + " | ".join(ABLATION_COLUMNS) + " |", "|---" * (len(ABLATION_COLUMNS) + 2) + "|"]
+    for s in ablation_summary(rows):
+        cells = [s["run"], str(len(s["seeds"])), *(_mean_sd(s, c) for c in ABLATION_COLUMNS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    failed = {r["run"]: r["error"] for r in rows if "error" in r}
+    return "\n".join(lines + [f"\n{name} did not run: {error}" for name, error in failed.items()]) + "\n"
 
 # %% ../nbs/13_speedrun.ipynb #a7bc186d
 _REPO = "https://github.com/prx-nb/prx-nb"

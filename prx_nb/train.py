@@ -86,7 +86,7 @@ def image_tower_path(cfg: Config) -> str | None:
 
 
 def image_format(cfg: Config) -> str:
-    "How prepared images are stored: `data.image_format`; 'auto' is raw for Shapes, JPEG for photographs (data chapter)."
+    "How prepared images are stored: `data.image_format`; 'auto': raw for Shapes, JPEG for photographs (data chapter)."
     if cfg.data.image_format != "auto":
         return cfg.data.image_format
     return "raw" if cfg.data.source == "shapes" else "jpeg"

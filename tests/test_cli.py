@@ -16,6 +16,12 @@ def test_ablate_rejects_unknown_runs(tmp_path):
     assert r.returncode == 2 and "unknown ablation" in r.stderr and "+tread" in r.stderr
 
 
+def test_ablate_rejects_seeds_that_are_not_integers(tmp_path):
+    r = run([PRX, "ablate", "--preset", "shapes-tiny", "--out", str(tmp_path), "--seeds", "0,one"], check=False)
+    assert r.returncode == 2 and "--seeds takes comma-separated integers" in r.stderr and "'0,one'" in r.stderr
+    assert not list(tmp_path.iterdir())  # nothing trained, nothing written
+
+
 def test_unknown_config_key_is_a_clear_error():
     r = run([PRX, "config", "--preset", "shapes-cpu", "train.learning_rate=1"], check=False)
     assert r.returncode == 2

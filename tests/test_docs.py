@@ -34,7 +34,7 @@ CHAPTERS = {"01_data": "data", "02_architecture": "architecture", "03_flow": "fl
 def test_chapters_and_modules():
     "One notebook per module in reading order, a results notebook that exports nothing, and the index."
     names = sorted(p.stem for p in (ROOT / "nbs").glob("*.ipynb"))
-    assert names == [*CHAPTERS, "15_results", "index"]
+    assert names == [*CHAPTERS, "15_results", "16_glossary", "index"]
     for nb, mod in CHAPTERS.items():
         src = "".join("".join(c["source"]) for c in json.loads((ROOT / "nbs" / f"{nb}.ipynb").read_text())["cells"])
         assert f"#| default_exp {mod}" in src
@@ -51,7 +51,7 @@ def test_docs_site_config():
     side = yaml.safe_load((ROOT / "nbs" / "sidebar.yml").read_text())["website"]["sidebar"]["contents"]
     chapters = side[1]["contents"]
     assert side[0] == "index.ipynb" and chapters == [f"{nb}.ipynb" for nb in CHAPTERS]
-    assert side[2]["contents"] == ["15_results.ipynb"]
+    assert side[2]["contents"] == ["15_results.ipynb"] and side[3]["contents"] == ["16_glossary.ipynb"]
     wf = yaml.safe_load((ROOT / ".github" / "workflows" / "deploy.yaml").read_text())
     assert wf["jobs"]["deploy"]["steps"][0]["uses"].startswith("fastai/workflows/quarto-ghp")
 
@@ -69,3 +69,37 @@ def test_ci_and_release_workflows():
     assert "tags" in on["push"]
     text = yaml.safe_dump(release)
     assert "python -m build" in text and "pypa/gh-action-pypi-publish" in text
+
+
+NOT_CHAPTERS = ("16_glossary",)  # a reference page: prose only
+
+
+def _figures(nb: dict) -> list[bytes]:
+    import base64
+    return [base64.b64decode("".join(o["data"]["image/png"])) for c in nb["cells"] for o in c.get("outputs", [])
+            if "image/png" in o.get("data", {})]
+
+
+def test_notebooks_stay_small_and_every_chapter_stores_a_figure():
+    "No notebook over 400 KB, no stored figure over 80 KB, no stored widget state; the index and each chapter store a figure."
+    for path in sorted((ROOT / "nbs").glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        assert path.stat().st_size <= 400 * 1024, f"{path.name} is {path.stat().st_size // 1024} KB"
+        assert "widgets" not in nb.get("metadata", {}), f"{path.name} stores widget state"
+        figures = _figures(nb)
+        assert all(len(f) <= 80 * 1024 for f in figures), f"{path.name}: a figure over 80 KB (lower its dpi)"
+        assert figures or path.stem in NOT_CHAPTERS, f"{path.name} stores no figure"
+
+
+def test_exported_code_keeps_the_style():
+    "Exported lines of at most 120 characters (nbdev's generated __all__ aside) and functions of at most 60 lines."
+    import ast
+    for path in sorted((ROOT / "prx_nb").glob("*.py")):
+        if path.name == "_modidx.py":
+            continue
+        text = path.read_text()
+        long = [i + 1 for i, line in enumerate(text.splitlines()) if len(line) > 120 and not line.startswith("__all__")]
+        assert not long, f"{path.name}: lines {long} are over 120 characters"
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                assert node.end_lineno - node.lineno < 60, f"{path.name}: {node.name} is over 60 lines"
