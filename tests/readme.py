@@ -14,12 +14,16 @@ def render_readme(nb_path=ROOT / "nbs" / "index.ipynb") -> str:
         src = "".join(c["source"]).strip()
         if not src or re.match(r"#\s*\|\s*(hide|exporti?)\b", src): continue
         if c["cell_type"] == "markdown": out.append(src)
-        elif c["cell_type"] == "code": out.append(f"```python\n{src}\n```")
+        elif c["cell_type"] == "code":
+            out.append(f"```python\n{src}\n```")
+            printed = "".join("".join(o.get("text", "")) for o in c.get("outputs", []) if o.get("name") == "stdout")
+            if printed.strip(): out.append(f"```\n{printed.rstrip()}\n```")  # what the cell printed, as the docs show it
     return _repo_links("\n\n".join(out) + "\n")
 
 
 def _repo_links(markdown: str) -> str:
-    "Chapter links as the docs site writes them (`01_data.ipynb`, beside the index), made to resolve from the root."
+    "Links as the docs site writes them (`01_data.ipynb` beside the index, `../bench/...` above it), made to resolve from the root."
+    markdown = re.sub(r"\]\(\.\./", "](", markdown)
     return re.sub(r"\]\((\d\d_[\w-]+\.ipynb)([#)])", r"](nbs/\1\2", markdown)
 
 
