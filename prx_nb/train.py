@@ -285,6 +285,7 @@ def run_shapes_eval(
 def make_accelerator(cfg: Config):
     "The run's Accelerator (seeded, its gradient accumulation from the plan) and the accumulation."
     from accelerate import Accelerator, PartialState
+    from accelerate.state import AcceleratorState
     from accelerate.utils import DataLoaderConfiguration, set_seed
 
     cpu = (
@@ -296,6 +297,7 @@ def make_accelerator(cfg: Config):
     )  # the order: fn of (seed, epoch)
     fsdp = cpu and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
     mesh = fsdp and os.environ.pop("ACCELERATE_USE_PARALLELISM_CONFIG", "false").lower() == "true"  # set up below
+    AcceleratorState._reset_state()  # a second run in one process may ask for another precision (the process group stays)
     accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=accumulation,

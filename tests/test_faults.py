@@ -316,3 +316,18 @@ def test_sigterm_under_torchrun_on_a_checkpoint_step(tmp_path):
                         "--resume", "latest"], capture_output=True, text=True, env=env, timeout=TIMEOUT)
     assert r.returncode == 0 and [e["step"] for e in records(out) if e.get("event") == "start"][-1] == 4, r.stderr[-1500:]
     assert (out / "pipeline").exists()
+
+
+def test_two_runs_in_one_process_may_differ_in_precision(tmp_path):
+    "A notebook trains twice in one process, fp32 then bf16: the second run gets its own precision, not an error."
+    two_runs = textwrap.dedent(f'''
+        from prx_nb.config import load_config
+        from prx_nb.train import train
+        for precision in ("no", "bf16"):
+            cfg = load_config("shapes-tiny", overrides=[f"train.mixed_precision={{precision}}", "train.max_steps=2",
+                                                       "eval.every=0"])
+            print(precision, train(cfg, "{tmp_path}/" + precision, progress=False)["steps"])
+    ''')
+    r = subprocess.run([sys.executable, "-c", two_runs], capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["no", "2", "bf16", "2"], r.stdout
