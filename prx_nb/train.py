@@ -297,7 +297,7 @@ def make_accelerator(cfg: Config):
     )  # the order: fn of (seed, epoch)
     fsdp = cpu and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
     mesh = fsdp and os.environ.pop("ACCELERATE_USE_PARALLELISM_CONFIG", "false").lower() == "true"  # set up below
-    AcceleratorState._reset_state()  # a second run in one process may ask for another precision (the process group stays)
+    AcceleratorState._reset_state()  # a second run in one process may want another precision; the process group stays
     accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=accumulation,
