@@ -54,9 +54,10 @@ INJECT = textwrap.dedent('''
     if spec.get("saves"): loop.save_checkpoint = counted
     try: main = importlib.import_module("prx_nb.cli").main
     except ImportError: main = importlib.import_module("prx_nb.speedrun").main
+    before = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN when the suite runs in the background
     try: rc = main(sys.argv[1:])
     except RuntimeError as e:
-        print(f"raised: {e}; SIGINT handler restored: {signal.getsignal(signal.SIGINT) is signal.default_int_handler}")
+        print(f"raised: {e}; SIGINT handler restored: {signal.getsignal(signal.SIGINT) is before}")
         rc = 1
     sys.exit(rc)
 ''')
