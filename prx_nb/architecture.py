@@ -59,15 +59,20 @@ def flops_per_image(
     size: int,  # image side in pixels
     text_tokens: int = 32,  # text length (keys/values)
     train: bool = True,  # forward + backward (x3) or forward only
+    routed: float = 0.0,  # TREAD: share of image tokens that skip the blocks of `route`
+    route: tuple | None = None,  # (first, last) block the routed tokens skip; None: the 2nd to the penultimate
     **overrides
 ) -> float:
-    "Matmul FLOPs of one image through the denoiser."
+    "Matmul FLOPs of one image through the denoiser (blocks that routed tokens skip count only the tokens they see)."
     c = model_config(preset, **overrides)
     d, p = c["hidden_size"], c["patch_size"]
     n, m, pd = (size // p) ** 2, int(d * c["mlp_ratio"]), c["in_channels"] * p * p
     inp = n * (pd * c["bottleneck_size"] + c["bottleneck_size"] * d) if c.get("bottleneck_size") else n * pd * d
-    block = n * (3 * d * d + d * d + 3 * d * m) + text_tokens * 2 * d * d + 2 * n * (n + text_tokens) * d
-    fwd = 2 * (inp + text_tokens * c["context_in_dim"] * d + c["depth"] * block + n * d * pd)
+    first, last = route if route is not None else (1, c["depth"] - 2)
+    kept = max(1, n - int(round(routed * n)))  # as TREAD keeps them
+    tokens = [kept if routed and first <= i <= last else n for i in range(c["depth"])]
+    block = lambda k: k * (3 * d * d + d * d + 3 * d * m) + text_tokens * 2 * d * d + 2 * k * (k + text_tokens) * d
+    fwd = 2 * (inp + text_tokens * c["context_in_dim"] * d + sum(map(block, tokens)) + n * d * pd)
     return fwd * (3 if train else 1)
 
 # %% ../nbs/02_architecture.ipynb #0c90a87c

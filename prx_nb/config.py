@@ -534,9 +534,10 @@ PRESETS = {
         "flow": {"shift": 1.0},  # the low-noise finish gets its share of timesteps
         "eval": {"every": 4000, "final_n_per_task": 100},  # 100 prompts per task: overall's standard error about 0.03
     },
-    "shapes-cpu-10min": {  # the same recipe in 10 training minutes (its cooldown follows the budget)
+    "shapes-cpu-10min": {  # the recipe at 0.9e14 training FLOPs: about 10 minutes (its cooldown follows the budget)
         "base": "shapes-cpu",
-        "train": {"max_minutes": 10.0},
+        "model": {"patch_size": 4, "hidden_size": 64, "num_heads": 2, "depth": 6},  # 64 tokens of 4 px
+        "train": {"max_minutes": None, "max_flops": 0.9e14, "lr": 4e-3, "muon_lr": 8e-3},  # twice the LRs: a short run
         "eval": {"every": 2000},
     },
     "shapes-tiny": {

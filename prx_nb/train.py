@@ -672,9 +672,11 @@ def _holds(path: Path, token: str) -> bool:
     return path.exists() and path.read_text() == token
 
 
-def training_flops(model, side: int, text_tokens: int) -> float:
-    "Training FLOPs of one image through `model` at `side` (latents in latent space), as `flops_per_image` counts them."
-    return flops_per_image(dict(model.config), side, text_tokens=text_tokens)
+def training_flops(model, side: int, text_tokens: int, tricks=None) -> float:
+    "Training FLOPs of one image at `side` (latents in latent space): the denoiser as TREAD routes it, and the tricks."
+    routing = tricks.routing() if tricks is not None else {}
+    denoiser = flops_per_image(dict(model.config), side, text_tokens=text_tokens, **routing)
+    return denoiser + (tricks.flops_per_image((model.config.in_channels, side, side)) if tricks is not None else 0.0)
 
 
 def _text_tokens(data: PreparedData, cfg: Config) -> int:
@@ -699,6 +701,7 @@ def build_run(cfg: Config, out, progress: bool = True, resume: str | None = None
     )
     with accelerator.main_process_first():  # rank 0 builds the Shapes teacher (if REPA needs it), the others load it
         tricks = Tricks(model, cfg.tricks, teacher_root=out / "data").to(accelerator.device)
+    flops = training_flops(model, cfg.data.size // vae_factor(vae), _text_tokens(data, cfg), tricks)  # before sharding
     optimizers = make_optimizers(model, cfg.train, tricks.trainable())
     state = TrainState(recent=collections.deque(maxlen=cfg.train.bad_step_window), world=accelerator.num_processes)
     schedulers = make_schedulers(optimizers, cfg.train, lambda: state.progress)
@@ -737,7 +740,7 @@ def build_run(cfg: Config, out, progress: bool = True, resume: str | None = None
         features=features,
         state=state,
         heldout=heldout,
-        flops_per_image=training_flops(raw, cfg.data.size // vae_factor(vae), _text_tokens(data, cfg)),
+        flops_per_image=flops,
     )
 
 # %% ../nbs/10_train.ipynb #aa0de291

@@ -373,6 +373,32 @@ class Tricks:
         if self.tread is not None and self.tread.active:
             self.tread.draw(generator, global_size, rank_slice, image_shape)
 
+    def routing(self) -> dict:
+        "TREAD's routing as `flops_per_image` reads it (`routed`, `route`); empty when TREAD is off."
+        return dict(routed=self.tread.frac, route=(self.tread.start, self.tread.end)) if self.tread is not None else {}
+
+    def flops_per_image(self, image_shape: tuple) -> float:  # (channels, height, width) of a training image
+        "Training FLOPs of the tricks' own networks for one image (REPA's teacher and projector, the perceptual nets)."
+        from torch.utils.flop_counter import FlopCounterMode
+
+        nets = [m for m in (self.repa, self.lpips, self.dino) if m is not None]
+        if not nets:
+            return 0.0
+        device = next(p.device for m in nets for p in m.parameters())
+        x0 = torch.zeros(1, *image_shape, device=device)
+        x0_hat = x0.clone().requires_grad_(True)
+        with FlopCounterMode(display=False) as counter:
+            terms = [self._repa_probe(x0)] if self.repa is not None else []
+            terms += [loss(x0_hat, x0).mean() for loss in (self.lpips, self.dino) if loss is not None]
+            sum(terms).backward()
+        return float(counter.get_total_flops())
+
+    def _repa_probe(self, x0: torch.Tensor) -> torch.Tensor:
+        "REPA's loss on stand-in block tokens: the teacher's forward and the projector's forward and backward."
+        grid = (x0.shape[-2] // self.repa.patch) * (x0.shape[-1] // self.repa.patch)
+        h = torch.zeros(1, grid, self.repa.proj[0].in_features, device=x0.device, requires_grad=True)
+        return -F.cosine_similarity(self.repa.proj(h), self.repa.targets(x0), dim=-1).mean()
+
     def losses(self, x0_hat, x0, progress: float = 0.0) -> dict:
         "The weighted terms of the tricks that are on, for a batch's clean-image estimate (the blocks just ran)."
         s, parts = self.settings, {}

@@ -21,3 +21,16 @@ def test_speedrun_record_states_compute_and_plain_diffusers_rescores_it(tmp_path
     assert result["child"]["sampling"] == json.loads((out / "pipeline" / "sampling.json").read_text())
     refused = run([sys.executable, str(ROOT / "bench" / "plain_diffusers.py"), str(out), "--seed", "1234"], check=False)
     assert refused.returncode != 0 and "benchmark" in refused.stderr
+    tuning = tmp_path / "tuning.jsonl"
+    run([sys.executable, str(ROOT / "bench" / "tuning_log.py"), str(out), "--out", str(tuning)])
+    row = json.loads(tuning.read_text())
+    assert row["changes"] == {} and row["steps"] == 4 and row["overall"] == rec["shapes"]["overall"]
+    assert row["eval_seed"] == 1234 and row["n_per_task"] == 2 and row["train_flops"] == rec["train_flops"]
+    sweep = tmp_path / "sweep.jsonl"
+    run([sys.executable, str(ROOT / "bench" / "sampler_sweep.py"), str(out), "--grid", "4:3,4:1:2", "--n-per-task", "2",
+         "--out", str(sweep)])
+    rows = [json.loads(line) for line in sweep.read_text().splitlines()]
+    assert [(r["steps"], r["guidance_scale"], r["shift"], r["n"]) for r in rows] == [(4, 3.0, 1.0, 8), (4, 1.0, 2.0, 8)]
+    bad = run([sys.executable, str(ROOT / "bench" / "sampler_sweep.py"), str(out), "--grid", "40", "--out", str(sweep)],
+              check=False)
+    assert bad.returncode != 0 and "steps:guidance" in bad.stderr
