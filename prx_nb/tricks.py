@@ -384,13 +384,16 @@ class Tricks:
         nets = [m for m in (self.repa, self.lpips, self.dino) if m is not None]
         if not nets:
             return 0.0
-        device = next(p.device for m in nets for p in m.parameters())
-        x0 = torch.zeros(1, *image_shape, device=device)
+        params = [p for m in nets for p in m.parameters()]
+        grads = [p.grad for p in params]  # the probe's backward must leave no gradient for training to step on
+        x0 = torch.zeros(1, *image_shape, device=params[0].device)
         x0_hat = x0.clone().requires_grad_(True)
         with FlopCounterMode(display=False) as counter:
             terms = [self._repa_probe(x0)] if self.repa is not None else []
             terms += [loss(x0_hat, x0).mean() for loss in (self.lpips, self.dino) if loss is not None]
             sum(terms).backward()
+        for p, grad in zip(params, grads):
+            p.grad = grad
         return float(counter.get_total_flops())
 
     def _repa_probe(self, x0: torch.Tensor) -> torch.Tensor:
