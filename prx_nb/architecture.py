@@ -14,10 +14,10 @@ from torch import nn
 from diffusers import FlowMatchEulerDiscreteScheduler, PRXPipeline, PRXPixelPipeline, PRXTransformer2DModel
 
 # %% auto #0
-__all__ = ['MODEL_PRESETS', 'model_config', 'build_denoiser', 'count_params', 'flops_per_image', 'set_attention', 'minilm_path',
-           'hub_offline', 'require_cached', 'TextTower', 'word_tokenizer', 'build_word_tower', 'vocabulary',
-           'make_scheduler', 'fix_batched_cfg', 'build_pipeline', 'generate', 'OracleDenoiser', 'load_denoiser',
-           'load_vae', 'encode_latents', 'decode_latents']
+__all__ = ['MODEL_PRESETS', 'model_config', 'build_denoiser', 'count_params', 'tread_kept', 'flops_per_image', 'set_attention',
+           'minilm_path', 'hub_offline', 'require_cached', 'TextTower', 'word_tokenizer', 'build_word_tower',
+           'vocabulary', 'make_scheduler', 'fix_batched_cfg', 'build_pipeline', 'generate', 'OracleDenoiser',
+           'load_denoiser', 'load_vae', 'encode_latents', 'decode_latents']
 
 # %% ../nbs/02_architecture.ipynb #4f3f5ac5
 MODEL_PRESETS = {  # PRXTransformer2DModel's arguments; prx-speedrun is PRX's prx_jit_32_small (repo)
@@ -54,6 +54,11 @@ def count_params(preset: str | dict, **overrides) -> int:
     return sum(p.numel() for p in build_denoiser(preset, device="meta", **overrides).parameters())
 
 
+def tread_kept(tokens: int, routed: float) -> int:
+    "How many of `tokens` image tokens TREAD keeps in its blocks when it routes the share `routed` around them."
+    return max(1, tokens - int(round(routed * tokens)))
+
+
 def flops_per_image(
     preset: str | dict,  # model preset
     size: int,  # image side in pixels
@@ -69,8 +74,7 @@ def flops_per_image(
     n, m, pd = (size // p) ** 2, int(d * c["mlp_ratio"]), c["in_channels"] * p * p
     inp = n * (pd * c["bottleneck_size"] + c["bottleneck_size"] * d) if c.get("bottleneck_size") else n * pd * d
     first, last = route if route is not None else (1, c["depth"] - 2)
-    kept = max(1, n - int(round(routed * n)))  # as TREAD keeps them
-    tokens = [kept if routed and first <= i <= last else n for i in range(c["depth"])]
+    tokens = [tread_kept(n, routed) if routed and first <= i <= last else n for i in range(c["depth"])]
     block = lambda k: k * (3 * d * d + d * d + 3 * d * m) + text_tokens * 2 * d * d + 2 * k * (k + text_tokens) * d
     fwd = 2 * (inp + text_tokens * c["context_in_dim"] * d + sum(map(block, tokens)) + n * d * pd)
     return fwd * (3 if train else 1)

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.training_utils import EMAModel
 
+from .architecture import tread_kept
 from .config import TricksConfig
 from .teachers import VisionTeacher, torch_hub_file, train_shapes_teacher
 
@@ -127,7 +128,7 @@ class TREAD:
         h, pe = kwargs["hidden_states"], kwargs["image_rotary_emb"]
         if block is self.model.blocks[self.start]:
             B, L, _ = h.shape
-            keep = max(1, L - int(round(self.frac * L)))
+            keep = tread_kept(L, self.frac)
             scores = self.scores if self.scores is not None and self.scores.shape == (B, L) else torch.rand(B, L)
             self.idx, self.scores = scores.to(h.device).argsort(1)[:, :keep].sort(1).values, None
             self.full = h
@@ -385,13 +386,13 @@ class Tricks:
         if not nets:
             return 0.0
         params = [p for m in nets for p in m.parameters()]
-        grads = [p.grad for p in params]  # the probe's backward must leave no gradient for training to step on
+        grads = [p.grad for p in params]  # put back after the probe: training must not step on its gradients
         x0 = torch.zeros(1, *image_shape, device=params[0].device)
         x0_hat = x0.clone().requires_grad_(True)
         with FlopCounterMode(display=False) as counter:
             terms = [self._repa_probe(x0)] if self.repa is not None else []
             terms += [loss(x0_hat, x0).mean() for loss in (self.lpips, self.dino) if loss is not None]
-            sum(terms).backward()
+            sum(terms).backward()  # (torch.autograd.grad would leave .grad alone, but the counter's hooks refuse it)
         for p, grad in zip(params, grads):
             p.grad = grad
         return float(counter.get_total_flops())
