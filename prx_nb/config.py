@@ -21,7 +21,7 @@ __all__ = ['SCHEMA_VERSION', 'SHAPES_METRICS', 'HELDOUT_METRICS', 'IN_LOOP_METRI
            'PRX_SOURCES', 'DEFAULT_PRESET', 'ConfigError', 'setting', 'coerce', 'ModelConfig', 'DataConfig',
            'TextConfig', 'FlowConfig', 'TrainConfig', 'EvalConfig', 'LoraConfig', 'TricksConfig', 'Config', 'apply',
            'check_schema', 'validate', 'config_changes', 'check_runnable', 'parse_value', 'parse_override',
-           'load_config', 'run_plan', 'format_plan']
+           'override_layer', 'load_config', 'run_plan', 'format_plan']
 
 # %% ../nbs/08_config.ipynb #41271409
 SCHEMA_VERSION = 1  # the layout of saved configs and checkpoints; a run folder of another version is refused by name
@@ -411,9 +411,9 @@ def _data_rules(cfg: Config) -> list[str]:
     data, text, problems = cfg.data, cfg.text, []
     if set(data.proportions) != set(KINDS) or sum(data.proportions.values()) <= 0 or min(data.proportions.values()) < 0:
         problems.append(f"data.proportions={data.proportions}: give each of {KINDS} a weight >= 0, not all 0")
-    if not data.caption_columns or min(data.caption_columns.values()) < 0:
+    if not data.caption_columns or min(data.caption_columns.values()) < 0 or sum(data.caption_columns.values()) <= 0:
         problems.append(
-            f"data.caption_columns={data.caption_columns}: name at least one column, each with a weight >= 0"
+            f"data.caption_columns={data.caption_columns}: name at least one column, each with a weight >= 0, not all 0"
         )
     if data.source == "shapes" and data.size not in SIZES_PX:
         problems.append(f"data.size={data.size}: Shapes draws at one of {SIZES_PX}")
@@ -668,6 +668,16 @@ def parse_override(text: str) -> dict:
     return value
 
 
+def override_layer(cfg: Config, text: str) -> dict:
+    "One override as a change set; a key inside a mapping (data.proportions.single=0.1) keeps the other entries."
+    layer = parse_override(text)
+    parts = text.split("=", 1)[0].split(".")
+    current = getattr(getattr(cfg, parts[0], None), parts[1], None) if len(parts) == 3 else None
+    if not isinstance(current, dict):
+        return layer
+    return {parts[0]: {parts[1]: {**copy.deepcopy(current), parts[2]: layer[parts[0]][parts[1]][parts[2]]}}}
+
+
 def _preset_layers(name: str) -> list[dict]:
     "The change sets of a preset, its `base` first."
     if name not in PRESETS:
@@ -689,8 +699,10 @@ def load_config(
     check_schema(changes.pop("schema_version", SCHEMA_VERSION), f"config file {file}")
     preset = changes.pop("preset", None) or preset or DEFAULT_PRESET
     cfg = Config(preset=preset)
-    for layer in [*_preset_layers(preset), changes, *map(parse_override, overrides)]:
+    for layer in [*_preset_layers(preset), changes]:
         apply(cfg, copy.deepcopy(layer))
+    for text in overrides:
+        apply(cfg, override_layer(cfg, text))
     return validate(cfg)
 
 # %% ../nbs/08_config.ipynb #b5a98b9d
