@@ -194,7 +194,7 @@ class TrainConfig:
     grad_clip: float = setting(1.0, **_non_negative)  # 0: no clipping
     max_steps: int | None = setting(None, **_at_least_one)
     max_minutes: float | None = setting(24.0, **_positive)  # the training-time budget
-    max_flops: float | None = setting(None, **_positive)  # the compute budget: flops_per_image x images seen
+    max_flops: float | None = setting(None, **_positive)  # the compute budget: training FLOPs (training_flops x images)
     mixed_precision: str = setting(
         "bf16", choices=("no", "bf16", "fp16"), normalize=lambda v: "no" if v in (False, None) else v
     )
@@ -727,6 +727,7 @@ def run_plan(cfg: Config, world: int = 1, device: str = "cpu") -> dict:
         steps=steps,
         samples=steps * total if steps else None,
         minutes_budget=train.max_minutes,
+        flops_budget=train.max_flops,
         hours=hours,
         usd=hours * world * train.gpu_hour_usd if hours is not None and device == "cuda" else None,
     )
@@ -739,9 +740,11 @@ def format_plan(plan: dict) -> str:
         estimate = f"{plan['hours']:.1f} h{cost}"
     else:
         estimate = "set train.images_per_s_per_device (bench/train_step.py) for a time estimate"
-    steps = f"      steps {plan['steps'] or 'until the time budget'}"
-    steps += f", {plan['samples']:,} samples" if plan["samples"] else ""
-    steps += f", budget {plan['minutes_budget']} min" if plan["minutes_budget"] else ""
+    budgets = [f"{plan['minutes_budget']} min"] if plan["minutes_budget"] else []
+    budgets += [f"{plan['flops_budget']:.2e} training FLOPs"] if plan.get("flops_budget") else []
+    count = f"{plan['steps']}, {plan['samples']:,} samples" if plan["steps"] else "until the budget"
+    steps = f"      steps {count}"
+    steps += (", budget " if plan["steps"] else ": ") + " or ".join(budgets) if budgets else ""
     batches = (
         f"plan: {plan['devices']} x {plan['device']}, micro-batch {plan['micro_batch']} x accumulation "
         f"{plan['accumulation']} = global batch {plan['global_batch']}"

@@ -72,8 +72,8 @@ from prx_nb.runs import (
 __all__ = ['image_tower_path', 'image_format', 'source_configs', 'data_key', 'open_source', 'load_tower', 'bucket_multiple',
            'vae_factor', 'ensure_data', 'ensure_sources', 'sampling_settings', 'run_shapes_eval', 'make_accelerator',
            'fsdp2_on_cpu', 'distribution', 'prediction', 'make_denoiser', 'make_dataloader', 'TrainState', 'Run',
-           'pick_states', 'encode_in_step', 'check_shared', 'training_flops', 'build_run', 'restore', 'batch_seed',
-           'fit_batch', 'end_of_step', 'stop_signals', 'finish', 'train']
+           'pick_states', 'encode_in_step', 'check_shared', 'training_flops', 'compute_budget', 'build_run',
+           'run_progress', 'restore', 'batch_seed', 'fit_batch', 'end_of_step', 'stop_signals', 'finish', 'train']
 
 # %% ../nbs/10_train.ipynb #8cea1025
 def image_tower_path(cfg: Config) -> str | None:
@@ -439,6 +439,7 @@ class TrainState:
     epoch: int = 0
     batch_in_epoch: int = 0
     trained_s: float = 0.0  # training time, evaluation and checkpoints excluded
+    flops: float = 0.0  # training FLOPs so far: what train.max_flops counts
     progress: float = 0.0  # share of the run done, by whichever budget ends first
     skipped: int = 0
     recent: collections.deque = field(
@@ -459,7 +460,8 @@ class TrainState:
     world: int = 1  # processes: the sample order and the EMA's shards are per process
 
     def saved(self) -> dict:
-        return dict(epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, trained_s=self.trained_s, world=self.world)
+        counters = dict(epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, trained_s=self.trained_s)
+        return counters | dict(flops=self.flops, world=self.world)
 
 
 @dataclass
@@ -493,6 +495,7 @@ class Run:
     pipe: object = None  # the EMA weights as a pipeline, for in-training evaluation
     heldout: dict | None = None  # the held-out real images and the metric networks (None: no *-heldout metric)
     flops_per_image: float = 0.0  # training FLOPs of one image (the compute budget counts these)
+    repa_flops: float = 0.0  # REPA's part of them, no longer spent once tricks.repa_until turns it off
 
     @property
     def world(self) -> int:
@@ -503,12 +506,16 @@ class Run:
         return self.accelerator.is_main_process
 
     @property
+    def step_images(self) -> int:
+        return self.cfg.train.batch_size * self.accumulation * self.world
+
+    @property
     def images_seen(self) -> int:
-        return self.state.step * self.cfg.train.batch_size * self.accumulation * self.world
+        return self.state.step * self.step_images
 
     @property
     def flops(self) -> float:
-        return self.images_seen * self.flops_per_image
+        return self.state.flops
 
 # %% ../nbs/10_train.ipynb #5411dc28
 def _load_data(cfg: Config, out: Path, accelerator, vae) -> tuple:
@@ -672,16 +679,45 @@ def _holds(path: Path, token: str) -> bool:
     return path.exists() and path.read_text() == token
 
 
-def training_flops(model, side: int, text_tokens: int, tricks=None) -> float:
+def training_flops(model, side: int, text_tokens: int, tricks=None, repa: bool = True) -> float:
     "Training FLOPs of one image at `side` (latents in latent space): the denoiser as TREAD routes it, and the tricks."
     routing = tricks.routing() if tricks is not None else {}
     denoiser = flops_per_image(dict(model.config), side, text_tokens=text_tokens, **routing)
-    return denoiser + (tricks.flops_per_image((model.config.in_channels, side, side)) if tricks is not None else 0.0)
+    shape = (model.config.in_channels, side, side)
+    return denoiser + (tricks.flops_per_image(shape, repa) if tricks is not None else 0.0)
+
+
+def compute_budget(
+    train,  # the run's `train` section, with max_flops set
+    flops_per_image: float,  # with every trick on
+    world: int = 1,  # processes
+    repa_flops: float = 0.0,  # REPA's part of `flops_per_image`
+    repa_until: float = 1.0,  # the share of the run after which REPA is off (tricks.repa_until)
+) -> str:
+    "What `train.max_flops` buys: the steps and images until a compute-budgeted run stops."
+    batch = train.global_batch or train.batch_size * world
+    with_repa = math.ceil(repa_until * train.max_flops / (flops_per_image * batch))  # steps begun before repa_until
+    rest = max(0.0, train.max_flops - with_repa * batch * flops_per_image)
+    steps = with_repa + math.ceil(rest / ((flops_per_image - repa_flops) * batch))  # the loop stops at the budget
+    return (
+        f"      compute: {flops_per_image / 1e6:.1f} MFLOP per training image; {train.max_flops:.2e} training FLOPs"
+        f" stop after {steps:,} steps of {batch} ({steps * batch:,} images)"
+    )
 
 
 def _text_tokens(data: PreparedData, cfg: Config) -> int:
     "The text length the compute budget counts: the longest cached caption, or the tower's maximum (text in the step)."
     return max(i["text_tokens"] for i in data.infos) if data.text_cache else cfg.text.max_tokens
+
+
+def _count_flops(cfg: Config, model, data: PreparedData, vae, tricks: Tricks, accelerator, progress: bool) -> tuple:
+    "Training FLOPs per image with every trick on, and REPA's part of them; what the budget buys, printed."
+    side, tokens = cfg.data.size // vae_factor(vae), _text_tokens(data, cfg)
+    flops = training_flops(model, side, tokens, tricks)
+    repa = flops - training_flops(model, side, tokens, tricks, repa=False) if tricks.repa is not None else 0.0
+    if cfg.train.max_flops and progress and accelerator.is_main_process:
+        print(compute_budget(cfg.train, flops, accelerator.num_processes, repa, cfg.tricks.repa_until))
+    return flops, repa
 
 
 def build_run(cfg: Config, out, progress: bool = True, resume: str | None = None, overwrite: bool = False) -> Run:
@@ -701,7 +737,7 @@ def build_run(cfg: Config, out, progress: bool = True, resume: str | None = None
     )
     with accelerator.main_process_first():  # rank 0 builds the Shapes teacher (if REPA needs it), the others load it
         tricks = Tricks(model, cfg.tricks, teacher_root=out / "data").to(accelerator.device)
-    flops = training_flops(model, cfg.data.size // vae_factor(vae), _text_tokens(data, cfg), tricks)  # before sharding
+    flops, repa_flops = _count_flops(cfg, model, data, vae, tricks, accelerator, progress)  # before sharding
     optimizers = make_optimizers(model, cfg.train, tricks.trainable())
     state = TrainState(recent=collections.deque(maxlen=cfg.train.bad_step_window), world=accelerator.num_processes)
     schedulers = make_schedulers(optimizers, cfg.train, lambda: state.progress)
@@ -741,9 +777,18 @@ def build_run(cfg: Config, out, progress: bool = True, resume: str | None = None
         state=state,
         heldout=heldout,
         flops_per_image=flops,
+        repa_flops=repa_flops,
     )
 
 # %% ../nbs/10_train.ipynb #aa0de291
+def run_progress(run: Run) -> float:
+    "The share of the run done, by whichever budget ends first: steps, training minutes or training FLOPs."
+    train, state = run.cfg.train, run.state
+    budget_s = 60 * train.max_minutes if train.max_minutes else math.inf
+    by_flops = run.flops / (train.max_flops or math.inf)
+    return max(state.step / (train.max_steps or math.inf), state.trained_s / budget_s, by_flops)
+
+
 def _load_checkpoint(run: Run, folder: Path):
     "Load one checkpoint folder into the run."
     saved = json.loads((folder / "trainer.json").read_text())
@@ -755,6 +800,8 @@ def _load_checkpoint(run: Run, folder: Path):
     run.ema.load_state_dict(torch.load(ema_file(folder, run.ema, run.accelerator.process_index), weights_only=True))
     for name in ("step", "epoch", "trained_s"):
         setattr(run.state, name, saved[name])
+    run.state.flops = saved.get("flops", run.images_seen * run.flops_per_image)  # older checkpoints: as counted then
+    run.state.progress = run_progress(run)  # what the LR schedule and tricks.repa_until read on the next step
     run.state.batch_in_epoch = _batches_taken(saved["batch_in_epoch"], world, run.world, folder)
 
 
@@ -890,9 +937,10 @@ def fit_batch(run: Run, batch, logger: RunLogger) -> bool:
 def _count_step(run: Run):
     "After an optimizer step: the counters, the schedule, the EMA and the throughput."
     state, train = run.state, run.cfg.train
+    repa_off = state.progress >= run.cfg.tricks.repa_until  # the progress the step's tricks.losses read
+    state.flops += run.step_images * (run.flops_per_image - (run.repa_flops if repa_off else 0.0))
     state.step += 1
-    max_steps, budget_s = train.max_steps or math.inf, 60 * train.max_minutes if train.max_minutes else math.inf
-    state.progress = max(state.step / max_steps, state.trained_s / budget_s, run.flops / (train.max_flops or math.inf))
+    state.progress = run_progress(run)
     for scheduler in run.schedulers:
         scheduler.step()
     run.ema.update(run.raw, state.step)
@@ -1066,6 +1114,8 @@ def _start(run: Run, progress: bool):
         step=state.step,
         params=sum(p.numel() for p in run.raw.parameters()),
         n_images=len(run.data),
+        flops_per_image=run.flops_per_image,  # with every trick on
+        repa_flops=run.repa_flops,  # of which REPA's, until tricks.repa_until
         distributed=distribution(run.accelerator, run.model),
         config=cfg.to_dict(),
     )

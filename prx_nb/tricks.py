@@ -378,11 +378,15 @@ class Tricks:
         "TREAD's routing as `flops_per_image` reads it (`routed`, `route`); empty when TREAD is off."
         return dict(routed=self.tread.frac, route=(self.tread.start, self.tread.end)) if self.tread is not None else {}
 
-    def flops_per_image(self, image_shape: tuple) -> float:  # (channels, height, width) of a training image
+    def flops_per_image(
+        self,
+        image_shape: tuple,  # (channels, height, width) of a training image
+        repa: bool = True,  # count REPA (False: its share is gone, as after tricks.repa_until)
+    ) -> float:
         "Training FLOPs of the tricks' own networks for one image (REPA's teacher and projector, the perceptual nets)."
         from torch.utils.flop_counter import FlopCounterMode
 
-        nets = [m for m in (self.repa, self.lpips, self.dino) if m is not None]
+        nets = [m for m in (self.repa if repa else None, self.lpips, self.dino) if m is not None]
         if not nets:
             return 0.0
         params = [p for m in nets for p in m.parameters()]
@@ -390,7 +394,7 @@ class Tricks:
         x0 = torch.zeros(1, *image_shape, device=params[0].device)
         x0_hat = x0.clone().requires_grad_(True)
         with FlopCounterMode(display=False) as counter:
-            terms = [self._repa_probe(x0)] if self.repa is not None else []
+            terms = [self._repa_probe(x0)] if repa and self.repa is not None else []
             terms += [loss(x0_hat, x0).mean() for loss in (self.lpips, self.dino) if loss is not None]
             sum(terms).backward()  # (torch.autograd.grad would leave .grad alone, but the counter's hooks refuse it)
         for p, grad in zip(params, grads):

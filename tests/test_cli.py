@@ -187,3 +187,28 @@ def test_max_flops_stops_at_the_compute_budget(tmp_path):
     per_step = first["train_flops"]
     third = end(tmp_path / "three", 2.5 * per_step)
     assert third["steps"] == 3 and third["train_flops"] == 3 * per_step
+
+
+def test_max_flops_charges_repa_only_until_repa_until(tmp_path):
+    "REPA's FLOPs count while it runs: after tricks.repa_until a step costs the rest; a resumed run counts on the same."
+    from transformers import Dinov2Config, Dinov2Model
+    teacher = tmp_path / "teacher"
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, patch_size=8,
+                             image_size=32)).save_pretrained(str(teacher))
+    def train(out, budget, *more):
+        r = run([PRX, "train", "--preset", "shapes-tiny", "--out", str(out), "train.max_steps=null", "train.max_minutes=null",
+                 f"train.max_flops={budget}", "eval.every=0", "train.mixed_precision=no", "data.n=64", "model.depth=4",
+                 "tricks.repa=0.5", f"tricks.teacher={teacher}", "tricks.repa_until=0.5", "train.checkpoint_every=4", *more])
+        log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return r.stdout, next(e for e in log if e.get("event") == "start"), [e for e in log if e.get("event") == "end"][-1]
+    _, start, one = train(tmp_path / "one", 1)
+    full, repa = start["flops_per_image"], start["repa_flops"]
+    assert 0 < repa < full and one["steps"] == 1 and one["train_flops"] == 16 * full  # progress 0: REPA on
+    budget, spent, steps = 4.5 * 16 * full, 0.0, 0
+    while spent < budget:  # REPA's share while progress (FLOPs spent / budget) is under 0.5
+        spent, steps = spent + 16 * (full - (repa if spent / budget >= 0.5 else 0.0)), steps + 1
+    stdout, _, end = train(tmp_path / "half", budget)
+    assert steps > 5 and end["steps"] == steps and end["train_flops"] == spent  # more steps than the 5 REPA all along takes
+    assert f"stop after {steps} steps of 16" in stdout
+    _, _, resumed = train(tmp_path / "half", budget, "--resume", "4")  # past repa_until: REPA stays off after the restart
+    assert (resumed["steps"], resumed["train_flops"]) == (steps, spent)
