@@ -936,9 +936,9 @@ def fit_batch(run: Run, batch, logger: RunLogger) -> bool:
 # %% ../nbs/10_train.ipynb #c905e65e
 def _count_step(run: Run):
     "After an optimizer step: the counters, the schedule, the EMA and the throughput."
-    state, train = run.state, run.cfg.train
-    repa_off = state.progress >= run.cfg.tricks.repa_until  # the progress the step's tricks.losses read
-    state.flops += run.step_images * (run.flops_per_image - (run.repa_flops if repa_off else 0.0))
+    state = run.state
+    repa_on = run.tricks.repa_on(state.progress)  # the progress the step's tricks.losses read
+    state.flops += run.step_images * (run.flops_per_image - (0.0 if repa_on else run.repa_flops))
     state.step += 1
     state.progress = run_progress(run)
     for scheduler in run.schedulers:
@@ -947,8 +947,7 @@ def _count_step(run: Run):
     if state.step > 10:
         state.rate_s, state.rate_steps = state.rate_s + state.step_s, state.rate_steps + 1
     state.step_s = 0.0
-    images = train.batch_size * run.accumulation * run.world
-    state.images_per_s = images * state.rate_steps / state.rate_s if state.rate_s else 0.0
+    state.images_per_s = run.step_images * state.rate_steps / state.rate_s if state.rate_s else 0.0
 
 
 def _log_train(run: Run, logger: RunLogger):

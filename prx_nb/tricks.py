@@ -407,10 +407,14 @@ class Tricks:
         h = torch.zeros(1, grid, self.repa.proj[0].in_features, device=x0.device, requires_grad=True)
         return -F.cosine_similarity(self.repa.proj(h), self.repa.targets(x0), dim=-1).mean()
 
+    def repa_on(self, progress: float) -> bool:
+        "Does REPA run at this share of the run? (It stops at tricks.repa_until; the compute budget reads the same.)"
+        return self.repa is not None and progress < self.settings.repa_until
+
     def losses(self, x0_hat, x0, progress: float = 0.0) -> dict:
         "The weighted terms of the tricks that are on, for a batch's clean-image estimate (the blocks just ran)."
         s, parts = self.settings, {}
-        if self.repa is not None and progress < s.repa_until:
+        if self.repa_on(progress):
             parts["repa"] = s.repa * self.repa.loss(x0)
         if self.lpips is not None:
             parts["lpips"] = s.lpips * self.lpips(x0_hat, x0).mean()
