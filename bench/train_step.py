@@ -185,10 +185,10 @@ def main():
     if a.synthetic_text:
         from prx_nb.architecture import model_config
         dim = 2304 if "gemma" in cfg.text.encoder else model_config(cfg.model.preset)["context_in_dim"]
-        tower = SyntheticText(dim, a.synthetic_text, dev); caps = [""] * max(bs, *sizes)
+        tower = SyntheticText(dim, a.synthetic_text, dev); caps = [""] * max([bs, *sizes])
         a.no_loop = a.no_data = True
     else:
-        tower = TextTower.load(cfg.text.encoder, cfg.text.max_tokens); tower.encoder.to(dev); caps = captions(max(bs, *sizes), size)
+        tower = TextTower.load(cfg.text.encoder, cfg.text.max_tokens); tower.encoder.to(dev); caps = captions(max([bs, *sizes]), size)
     L = int(tower.encode(caps[:bs])[1].sum(1).max())
     fl = flops_per_image(cfg.model.preset, size, text_tokens=L, context_in_dim=tower.dim)
     n = 8192 if torch.device(dev).type == "cuda" else 4096

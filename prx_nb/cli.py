@@ -177,7 +177,7 @@ INTERRUPTED = 3  # the exit status of a run stopped by SIGTERM/SIGINT after its 
 def _speedrun(a):
     m = speedrun(_config(a), a.out, overwrite=a.overwrite)
     keys = ("shapes", "shapes_se", "steps", "images_seen", "train_flops", "train_minutes", "images_per_s")
-    keys += ("peak_bf16_flops", "mfu", "wall_minutes", "commit", "interrupted")
+    keys += ("peak_flops", "peak_dtype", "mfu", "wall_minutes", "commit", "interrupted")
     print(json.dumps({k: m.get(k) for k in keys}, indent=1))
     if a.record and not m["interrupted"]:
         save_record(a.out, a.record, a.change, "prx-nb " + shlex.join(a.argv))

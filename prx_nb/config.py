@@ -195,8 +195,8 @@ class TrainConfig:
     max_steps: int | None = setting(None, **_at_least_one)
     max_minutes: float | None = setting(24.0, **_positive)  # the training-time budget
     max_flops: float | None = setting(None, **_positive)  # the compute budget: training FLOPs (training_flops x images)
-    mixed_precision: str = setting(
-        "bf16", choices=("no", "bf16", "fp16"), normalize=lambda v: "no" if v in (False, None) else v
+    mixed_precision: str = setting(  # auto: bf16 where the machine has bf16 kernels, fp32 elsewhere (train chapter)
+        "auto", choices=("auto", "no", "bf16", "fp16"), normalize=lambda v: "no" if v in (False, None) else v
     )
     compile: bool = True
     attention: str = "auto"  # a diffusers attention backend; auto: plain matmul on CPU, the fused kernel elsewhere

@@ -18,24 +18,46 @@ from .data import write_atomic
 from .architecture import generate
 from .tricks import LPIPSLoss
 from .runs import load_pipeline
-from .train import run_shapes_eval, train
+from .train import run_shapes_eval, train, training_precision
 from .eval import plot_curves, read_log, shapes_distances, shapes_features, standard_errors
 
 # %% auto #0
-__all__ = ['GRID_PROMPTS', 'RECORD_KEYS', 'ABLATIONS', 'ABLATION_COLUMNS', 'LICENSES', 'matmul_peak', 'source_commit',
-           'sample_grid', 'write_report', 'speedrun', 'save_record', 'records_table', 'ablate', 'ablation_summary',
-           'ablation_table', 'component_license', 'model_card', 'publish']
+__all__ = ['GRID_PROMPTS', 'PEAK_DTYPES', 'RECORD_KEYS', 'ABLATIONS', 'ABLATION_COLUMNS', 'LICENSES', 'matmul_side',
+           'matmul_peak', 'source_commit', 'sample_grid', 'peak_flops', 'write_report', 'speedrun', 'save_record',
+           'records_table', 'ablate', 'ablation_summary', 'ablation_table', 'component_license', 'model_card',
+           'publish']
 
 # %% ../nbs/13_speedrun.ipynb #31b7e13f
+def matmul_side(
+    dtype,
+    reps: int,  # matmuls per timing
+    seconds: float,  # about the longest one timing may take
+    largest: int = 8192,
+) -> int:
+    "The largest power-of-two side (256 to `largest`) whose `reps` CPU matmuls in `dtype` take about `seconds` at most."
+    a = torch.randn(256, 256, dtype=dtype)
+    a @ a
+    start = time.perf_counter()
+    a @ a
+    rate = 2 * 256**3 / max(time.perf_counter() - start, 1e-9)  # a small matmul: underestimated, if anything
+    side = 256
+    while side < largest and 2 * (2 * side) ** 3 * reps / rate <= seconds:
+        side *= 2
+    return side
+
+
 def matmul_peak(
     dtype=torch.bfloat16,
-    n: int = 2048,  # side of the square matmul
+    n: int = 2048,  # side of the square matmul (at most, on a CPU: see `seconds`)
     device="cpu",
     reps: int = 5,  # matmuls per timing
+    seconds: float = 2.0,  # a CPU slow in `dtype` (bf16 without bf16 kernels) is timed on a smaller side
 ) -> float:  # FLOP/s
     "FLOP/s of an n x n x n matmul in `dtype`, best of three timings: the machine's practical peak."
-    a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else lambda: None
+    if torch.device(device).type == "cpu":
+        n = min(n, matmul_side(dtype, reps, seconds, largest=n))
+    a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
     for _ in range(2):
         a @ b
     best = 0.0
@@ -94,6 +116,11 @@ def _with_error(metrics: dict, task: str, bold: bool = False) -> str:
     return f"**{text}**" if bold else text
 
 
+def peak_flops(metrics: dict) -> float:
+    "A run's measured matmul peak (FLOP/s; records before the precision was named kept it as peak_bf16_flops)."
+    return metrics.get("peak_flops") or metrics.get("peak_bf16_flops") or float("nan")
+
+
 def _report_lines(metrics: dict) -> list[str]:
     "The markdown of a run's report."
     s, sampling = metrics["shapes"], metrics["sampling"]
@@ -103,13 +130,13 @@ def _report_lines(metrics: dict) -> list[str]:
     return [
         f"# prx-nb speedrun report: {metrics['preset']}",
         "",
-        "| steps | images seen | training FLOPs | train minutes | images/s | bf16 peak | MFU | parameters | final loss"
-        " |",
+        "| steps | images seen | training FLOPs | train minutes | images/s | matmul peak | MFU | parameters"
+        " | final loss |",
         "|---|---|---|---|---|---|---|---|---|",
         (
             f"| {metrics['steps']} | {metrics['images_seen']} | {metrics.get('train_flops', float('nan')):.3g} |"
             f" {metrics['train_minutes']:.1f} | {metrics['images_per_s']:.0f} |"
-            f" {metrics.get('peak_bf16_flops', float('nan')) / 1e12:.2f} TFLOP/s |"
+            f" {peak_flops(metrics) / 1e12:.2f} TFLOP/s {metrics.get('peak_dtype', 'bfloat16')} |"
             f" {metrics.get('mfu', float('nan')):.1%} |"
             f" {metrics['params'] / 1e6:.2f}M | {metrics['final_loss']:.4f} |"
         ),
@@ -183,6 +210,9 @@ def _judge(pipe, sampling: dict, cfg: Config) -> tuple[dict, dict]:
     return results, shapes_distances(images, cfg.eval.metrics, features, sampling["size"], n, cfg.eval.seed)
 
 
+PEAK_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}  # a precision's matmul dtype
+
+
 def speedrun(
     cfg: Config,
     out,
@@ -192,7 +222,8 @@ def speedrun(
     "Train, save, judge and report: writes pipeline/, metrics.json, samples.png and report.md in `out`."
     start, out = time.time(), Path(out)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    peak = matmul_peak(n=8192 if device == "cuda" else 2048, device=device)  # this machine, in this run
+    dtype = PEAK_DTYPES[training_precision(cfg.train.mixed_precision, device)]  # the precision the run trains in
+    peak = matmul_peak(dtype, n=8192 if device == "cuda" else 2048, device=device)  # this machine, in this run
     summary = train(cfg, out, progress=progress, overwrite=overwrite)
     if summary["interrupted"]:
         return dict(preset=cfg.preset, **summary)  # no pipeline of this run to judge
@@ -215,7 +246,8 @@ def speedrun(
         shapes_se=standard_errors(results),
         **distances,
         **summary,
-        peak_bf16_flops=peak,
+        peak_flops=peak,
+        peak_dtype=str(dtype).removeprefix("torch."),
         mfu=summary.get("train_flops", 0.0) / max(60 * summary["train_minutes"], 1e-9) / peak,
         sampling={k: sampling[k] for k in ("size", "steps", "guidance_scale", "shift") if k in sampling},
         text_encoder=cfg.text.encoder,
@@ -232,7 +264,7 @@ def speedrun(
 
 # %% ../nbs/13_speedrun.ipynb #9baf30e9
 RECORD_KEYS = ("date", "commit", "preset", "steps", "images_seen", "train_flops", "train_minutes", "images_per_s")
-RECORD_KEYS += ("peak_bf16_flops", "mfu", "params", "shapes", "shapes_se", "sampling", "wall_minutes")
+RECORD_KEYS += ("peak_flops", "peak_dtype", "mfu", "params", "shapes", "shapes_se", "sampling", "wall_minutes")
 
 
 def save_record(
@@ -253,7 +285,8 @@ def save_record(
 def _record_row(r: dict) -> str:
     "One record as a markdown table row."
     s, se, blank = r["shapes"], r.get("shapes_se") or standard_errors(r["shapes"]), "–"
-    peak = f"{r['peak_bf16_flops'] / 1e12:.2f}" if r.get("peak_bf16_flops") else blank
+    dtype = r.get("peak_dtype", "bfloat16")
+    peak = f"{peak_flops(r) / 1e12:.2f}" + ("" if dtype == "bfloat16" else f" {dtype}") if peak_flops(r) > 0 else blank
     cells = [r["date"], r["change"], f"{r['train_minutes']:.1f}", f"{r['steps']:,}", f"{r['images_per_s']:.0f}"]
     cells += [f"{r['images_seen'] / 1e6:.2f}M", f"{r['train_flops']:.2e}", peak]
     cells += [f"{s[k]:.2f}" for k in ("single", "count", "relation")]
@@ -263,7 +296,7 @@ def _record_row(r: dict) -> str:
 
 def records_table(records: list[dict]) -> str:
     "Speedrun records as a markdown table, in the order given."
-    head = ["date", "change", "train min", "steps", "images/s", "images seen", "training FLOPs", "bf16 peak TFLOP/s"]
+    head = ["date", "change", "train min", "steps", "images/s", "images seen", "training FLOPs", "peak TFLOP/s"]
     head += ["single", "count", "relation", "overall ± 95%", "novel", "prompts/task", "commit"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     return "\n".join(lines + [_record_row(r) for r in records])

@@ -70,10 +70,11 @@ from prx_nb.runs import (
 
 # %% auto #0
 __all__ = ['image_tower_path', 'image_format', 'source_configs', 'data_key', 'open_source', 'load_tower', 'bucket_multiple',
-           'vae_factor', 'ensure_data', 'ensure_sources', 'sampling_settings', 'run_shapes_eval', 'make_accelerator',
-           'fsdp2_on_cpu', 'distribution', 'prediction', 'make_denoiser', 'make_dataloader', 'TrainState', 'Run',
-           'pick_states', 'encode_in_step', 'check_shared', 'training_flops', 'compute_budget', 'build_run',
-           'run_progress', 'restore', 'batch_seed', 'fit_batch', 'end_of_step', 'stop_signals', 'finish', 'train']
+           'vae_factor', 'ensure_data', 'ensure_sources', 'sampling_settings', 'run_shapes_eval', 'fast_bf16',
+           'training_precision', 'make_accelerator', 'fsdp2_on_cpu', 'distribution', 'prediction', 'make_denoiser',
+           'make_dataloader', 'TrainState', 'Run', 'pick_states', 'encode_in_step', 'check_shared', 'training_flops',
+           'compute_budget', 'build_run', 'run_progress', 'restore', 'batch_seed', 'fit_batch', 'end_of_step',
+           'stop_signals', 'finish', 'train']
 
 # %% ../nbs/10_train.ipynb #8cea1025
 def image_tower_path(cfg: Config) -> str | None:
@@ -182,7 +183,8 @@ def vae_factor(vae) -> int:
 
 def _encoders(cfg: Config, tower: TextTower, vae=None) -> tuple:
     "The functions preparation calls: captions to text states, and (latent mode) uint8 images to latents."
-    encode = lambda prompts: tower.encode(prompts, bf16=cfg.train.mixed_precision == "bf16")
+    bf16 = training_precision(cfg.train.mixed_precision) == "bf16"
+    encode = lambda prompts: tower.encode(prompts, bf16=bf16)
     if vae is None:
         return encode, None
     return encode, lambda u8: encode_latents(vae, torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 127.5 - 1)
@@ -282,6 +284,22 @@ def run_shapes_eval(
         return judge()
 
 # %% ../nbs/10_train.ipynb #c464190e
+def fast_bf16(device: str) -> bool:
+    "Does `device` multiply bf16 with its own kernels: a GPU that supports it, or a CPU with oneDNN's bf16 (AVX512)?"
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def training_precision(
+    setting: str,  # train.mixed_precision: auto, no, bf16 or fp16
+    device: str | None = None,  # 'cuda' or 'cpu'; default: cuda where there is one
+) -> str:  # what the Accelerator is given: no (fp32), bf16 or fp16
+    "The precision a run trains in: `auto` is bf16 where the device multiplies bf16 natively, fp32 elsewhere."
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return ("bf16" if fast_bf16(device) else "no") if setting == "auto" else setting
+
+
 def make_accelerator(cfg: Config):
     "The run's Accelerator (seeded, its gradient accumulation from the plan) and the accumulation."
     from accelerate import Accelerator, PartialState
@@ -298,15 +316,22 @@ def make_accelerator(cfg: Config):
     fsdp = cpu and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
     mesh = fsdp and os.environ.pop("ACCELERATE_USE_PARALLELISM_CONFIG", "false").lower() == "true"  # set up below
     AcceleratorState._reset_state()  # a second run in one process may want another precision; the process group stays
+    device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
+    precision = training_precision(cfg.train.mixed_precision, device)
+    if precision == "bf16" and device == "cpu" and not fast_bf16(device):
+        warn(
+            f"train.mixed_precision=bf16 on a CPU without bf16 kernels ({torch.backends.cpu.get_cpu_capability()}): "
+            "its bf16 matmuls run tens of times slower than fp32; pass train.mixed_precision=auto (or no) for fp32"
+        )
     accelerator = Accelerator(
-        mixed_precision=cfg.train.mixed_precision,
+        mixed_precision=precision,
         gradient_accumulation_steps=accumulation,
         cpu=cpu,
         step_scheduler_with_optimizer=False,  # the schedule counts optimizer steps
         dataloader_config=loader,
     )
     if fsdp:
-        fsdp2_on_cpu(accelerator, cfg.train.mixed_precision, mesh)
+        fsdp2_on_cpu(accelerator, precision, mesh)
     set_seed(cfg.train.seed)
     return accelerator, accumulation
 
@@ -625,6 +650,8 @@ def _start_job(cfg: Config, out: Path, resume: str | None, overwrite: bool, prog
     accelerator, accumulation = make_accelerator(cfg)
     if accelerator.is_main_process and progress:
         print(format_plan(run_plan(cfg, accelerator.num_processes, accelerator.device.type)))
+        precision = {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision)
+        print(f"      precision: {precision} (train.mixed_precision={cfg.train.mixed_precision})")
     claim_folder(out, cfg, resume, overwrite, main=False)  # every rank checks before any rank writes
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
