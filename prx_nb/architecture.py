@@ -14,10 +14,10 @@ from torch import nn
 from diffusers import FlowMatchEulerDiscreteScheduler, PRXPipeline, PRXPixelPipeline, PRXTransformer2DModel
 
 # %% auto #0
-__all__ = ['MODEL_PRESETS', 'model_config', 'build_denoiser', 'count_params', 'tread_kept', 'flops_per_image', 'set_attention',
-           'minilm_path', 'hub_offline', 'require_cached', 'TextTower', 'word_tokenizer', 'build_word_tower',
-           'vocabulary', 'make_scheduler', 'fix_batched_cfg', 'build_pipeline', 'generate', 'OracleDenoiser',
-           'load_denoiser', 'load_vae', 'encode_latents', 'decode_latents']
+__all__ = ['MODEL_PRESETS', 'model_config', 'build_denoiser', 'count_params', 'tread_kept', 'flops_per_image', 'fast_bf16',
+           'set_attention', 'minilm_path', 'hub_offline', 'require_cached', 'TextTower', 'word_tokenizer',
+           'build_word_tower', 'vocabulary', 'make_scheduler', 'fix_batched_cfg', 'build_pipeline', 'generate',
+           'OracleDenoiser', 'load_denoiser', 'load_vae', 'encode_latents', 'decode_latents']
 
 # %% ../nbs/02_architecture.ipynb #4f3f5ac5
 MODEL_PRESETS = {  # PRXTransformer2DModel's arguments; prx-speedrun is PRX's prx_jit_32_small (repo)
@@ -80,6 +80,13 @@ def flops_per_image(
     return fwd * (3 if train else 1)
 
 # %% ../nbs/02_architecture.ipynb #0c90a87c
+def fast_bf16(device: str) -> bool:
+    "Does `device` multiply bf16 with its own kernels: a GPU that supports it, or a CPU with oneDNN's bf16 (AVX512)?"
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def set_attention(model: PRXTransformer2DModel, backend: str = "auto") -> PRXTransformer2DModel:
     "Pick the attention backend: 'auto' is plain-matmul attention on CPU and the fused kernel elsewhere."
     import logging

@@ -492,7 +492,8 @@ RESUMABLE_KEYS = (
     "eval.every",
     "eval.n_per_task",
     "eval.final_n_per_task",
-)  # the budget and the logging: a resumed run may change them
+    "train.mixed_precision",
+)  # the budget, the logging and the precision (speed and rounding, not the recipe): a resumed run may change them
 
 
 def config_changes(saved: dict, cfg: Config) -> list[str]:

@@ -13,6 +13,8 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
+from .architecture import fast_bf16
+
 # %% auto #0
 __all__ = ['MUON_LR_RULES', 'muon_lr', 'GroupedMuon', 'MuonAdamW', 'make_optimizers', 'lr_factor', 'make_schedulers']
 
@@ -34,8 +36,8 @@ def muon_lr(lr: float, adjust: str | None, shape) -> float:
 
 
 def _newton_schulz(G: torch.Tensor, a: float, b: float, c: float, steps: int, eps: float) -> torch.Tensor:
-    "Orthogonalise a stack of matrices (..., m, n) with quintic Newton-Schulz iterations in bf16, as torch's Muon."
-    X = G.bfloat16()
+    "Orthogonalise a stack of matrices (..., m, n) with quintic Newton-Schulz iterations in bf16 as torch's Muon."
+    X = G.bfloat16() if fast_bf16(G.device.type) else G.float()  # fp32 on a CPU without bf16 kernels: faster there
     tall = G.size(-2) > G.size(-1)
     if tall:
         X = X.mT  # iterate on the wide side: the Gram matrix is the smaller one

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .architecture import hub_offline, require_cached
+from .architecture import fast_bf16, hub_offline, require_cached
 from .data import COLORS, SHAPES, replace_path, shape_mask, shapes_example
 
 # %% auto #0
@@ -147,7 +147,7 @@ def _fit_patch_classes(
     opt = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=2e-3)
     for _ in range(steps):
         i = torch.randint(0, len(x), (batch_size,))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast_bf16("cpu")):  # fp32 without bf16 kernels
             pixels = ((x[i] + 1) / 2 - teacher.mean) / teacher.std
             h = encoder(pixel_values=pixels).last_hidden_state[:, -hist.shape[1] :]
             loss = -(hist[i] * F.log_softmax(head(h).float(), -1)).sum(-1).mean()

@@ -33,6 +33,7 @@ from prx_nb.architecture import (
     build_pipeline,
     build_word_tower,
     encode_latents,
+    fast_bf16,
     flops_per_image,
     generate,
     load_denoiser,
@@ -70,11 +71,11 @@ from prx_nb.runs import (
 
 # %% auto #0
 __all__ = ['image_tower_path', 'image_format', 'source_configs', 'data_key', 'open_source', 'load_tower', 'bucket_multiple',
-           'vae_factor', 'ensure_data', 'ensure_sources', 'sampling_settings', 'run_shapes_eval', 'fast_bf16',
-           'training_precision', 'make_accelerator', 'fsdp2_on_cpu', 'distribution', 'prediction', 'make_denoiser',
-           'make_dataloader', 'TrainState', 'Run', 'pick_states', 'encode_in_step', 'check_shared', 'training_flops',
-           'compute_budget', 'build_run', 'run_progress', 'restore', 'batch_seed', 'fit_batch', 'end_of_step',
-           'stop_signals', 'finish', 'train']
+           'vae_factor', 'ensure_data', 'ensure_sources', 'sampling_settings', 'run_shapes_eval', 'training_precision',
+           'make_accelerator', 'fsdp2_on_cpu', 'distribution', 'prediction', 'make_denoiser', 'make_dataloader',
+           'TrainState', 'Run', 'pick_states', 'encode_in_step', 'check_shared', 'training_flops', 'compute_budget',
+           'build_run', 'run_progress', 'restore', 'batch_seed', 'fit_batch', 'end_of_step', 'stop_signals', 'finish',
+           'train']
 
 # %% ../nbs/10_train.ipynb #8cea1025
 def image_tower_path(cfg: Config) -> str | None:
@@ -284,13 +285,6 @@ def run_shapes_eval(
         return judge()
 
 # %% ../nbs/10_train.ipynb #c464190e
-def fast_bf16(device: str) -> bool:
-    "Does `device` multiply bf16 with its own kernels: a GPU that supports it, or a CPU with oneDNN's bf16 (AVX512)?"
-    if device == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
 def training_precision(
     setting: str,  # train.mixed_precision: auto, no, bf16 or fp16
     device: str | None = None,  # 'cuda' or 'cpu'; default: cuda where there is one
