@@ -350,7 +350,7 @@ def generate(
     size: int,
     steps: int = 20,
     guidance_scale: float = 3.0,
-    autocast: bool = True,
+    autocast: bool = True,  # bf16 where the device has bf16 kernels (fast_bf16)
     callback=None,  # fn(pipe, step, timestep, {"latents": ...}) after every step: diffusers' `callback_on_step_end`
 ) -> list:
     "uint8 images for `prompts`, one seeded noise per prompt."
@@ -362,7 +362,7 @@ def generate(
             for s in seeds
         ]
     )
-    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast and fast_bf16(dev.type)):  # else fp32
         x = pipe(
             list(prompts),
             height=size,
