@@ -221,6 +221,7 @@ def speedrun(
 ) -> dict:
     "Train, save, judge and report: writes pipeline/, metrics.json, samples.png and report.md in `out`."
     start, out = time.time(), Path(out)
+    commit = source_commit()  # the code that starts the run, whatever the checkout holds when it ends
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = PEAK_DTYPES[training_precision(cfg.train.mixed_precision, device)]  # the precision the run trains in
     peak = matmul_peak(dtype, n=8192 if device == "cuda" else 2048, device=device)  # this machine, in this run
@@ -255,7 +256,7 @@ def speedrun(
         device=str(pipe.device),
         torch=torch.__version__,
         threads=torch.get_num_threads(),
-        commit=source_commit(),
+        commit=commit,
         date=time.strftime("%Y-%m-%d"),
     )
     write_atomic(out / "metrics.json", json.dumps(metrics, indent=1))

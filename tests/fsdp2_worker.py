@@ -11,7 +11,9 @@ from torch.distributed.tensor import DTensor
 from prx_nb.architecture import build_denoiser
 from prx_nb.flow import sample_timesteps, add_noise, x_pred_loss
 from prx_nb.tricks import DenoiserEMA
+import prx_nb.optim
 from prx_nb.optim import GroupedMuon
+prx_nb.optim.fast_bf16 = lambda device: True  # torch's Muon orthogonalises in bf16 on every machine: here ours does too
 
 out, steps, shard = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "shard"
 optimizer = sys.argv[4] if len(sys.argv) > 4 else "adamw"
