@@ -36,7 +36,7 @@ def muon_lr(lr: float, adjust: str | None, shape) -> float:
 
 
 def _newton_schulz(G: torch.Tensor, a: float, b: float, c: float, steps: int, eps: float) -> torch.Tensor:
-    "Orthogonalise a stack of matrices (..., m, n) with quintic Newton-Schulz iterations in bf16 as torch's Muon."
+    "Orthogonalise a stack of matrices (..., m, n) with torch Muon's quintic Newton-Schulz iterations."
     X = G.bfloat16() if fast_bf16(G.device.type) else G.float()  # fp32 on a CPU without bf16 kernels: faster there
     tall = G.size(-2) > G.size(-1)
     if tall:

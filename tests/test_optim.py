@@ -1,10 +1,18 @@
 "GroupedMuon as `prx-nb train` runs it (compiled) against torch's Muon, and checkpoints moving between the two."
 import copy
+import pytest
 import torch
+import prx_nb.optim
 from prx_nb.architecture import build_denoiser
 from prx_nb.optim import GroupedMuon
 
 KW = dict(lr=4e-3, momentum=0.95, nesterov=True, ns_steps=5, adjust_lr_fn="match_rms_adamw")
+
+
+@pytest.fixture(autouse=True)
+def _bf16_newton_schulz(monkeypatch):
+    "torch's Muon orthogonalises in bf16 on every machine; ours follows the machine (fp32 without bf16 kernels)."
+    monkeypatch.setattr(prx_nb.optim, "fast_bf16", lambda device: True)
 
 
 def _pair():
