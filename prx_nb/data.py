@@ -16,13 +16,13 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['BACKGROUNDS', 'COLORS', 'SHAPES', 'POSITIONS', 'SIZE_DIVISORS', 'HELD_OUT', 'NUMBERS', 'RELATIONS', 'KINDS',
-           'SIZES_PX', 'DEFAULT_PROPORTIONS', 'IMAGE_FORMATS', 'replace_path', 'write_atomic', 'seen_pairs',
-           'shape_mask', 'shape_box', 'fill_class', 'raster_fill', 'snap', 'render', 'cell_of', 'sample_scene',
-           'canonical_caption', 'paraphrases', 'shapes_example', 'shapes_manifest', 'build_shapes', 'verify_shapes',
-           'BadSample', 'load_image_text', 'check_columns', 'caption_options', 'pick_caption', 'decode_image',
-           'fit_to_bucket', 'center_crop_resize', 'BadDataReport', 'undecoded', 'clean_rows', 'encode_image',
-           'decode_pixels', 'states_from_bytes', 'RowWriter', 'prepare_dataset', 'PreparedData', 'collate',
-           'prepare_shards', 'prepare_stream', 'finish_shards', 'MixtureSampler', 'aspect_buckets',
+           'SIZES_PX', 'DEFAULT_PROPORTIONS', 'IMAGE_FORMATS', 'TEXT_MEMO_BYTES', 'replace_path', 'write_atomic',
+           'seen_pairs', 'shape_mask', 'shape_box', 'fill_class', 'raster_fill', 'snap', 'render', 'cell_of',
+           'sample_scene', 'canonical_caption', 'paraphrases', 'shapes_example', 'shapes_manifest', 'build_shapes',
+           'verify_shapes', 'BadSample', 'load_image_text', 'check_columns', 'caption_options', 'pick_caption',
+           'decode_image', 'fit_to_bucket', 'center_crop_resize', 'BadDataReport', 'undecoded', 'clean_rows',
+           'encode_image', 'decode_pixels', 'states_from_bytes', 'RowWriter', 'prepare_dataset', 'PreparedData',
+           'collate', 'prepare_shards', 'prepare_stream', 'finish_shards', 'MixtureSampler', 'aspect_buckets',
            'BucketBatchSampler']
 
 # %% ../nbs/01_data.ipynb #6dfabc35
@@ -621,6 +621,9 @@ def decode_pixels(
     return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 
 # %% ../nbs/01_data.ipynb #0f61b7a8
+TEXT_MEMO_BYTES = 1 << 28  # caption states a preparation keeps for reuse: a repeated caption is encoded once
+
+
 def _states(embeds: torch.Tensor, masks: torch.Tensor) -> list[bytes]:
     "Each caption's bf16 states up to its last real token, as bytes."
     out = []
@@ -663,7 +666,7 @@ class RowWriter:
         features = _row_features(text)
         self.writer = ArrowWriter(features=features, path=str(folder / "rows.arrow"), writer_batch_size=256)
         self.n, self.image_bytes, self.text_bytes, self.captions, self.tokens, self.dim = 0, 0, 0, 0, 0, 0
-        self.latent_shapes = {}
+        self.latent_shapes, self.memo, self.memo_bytes, self.encoded = {}, {}, 0, 0
 
     def _images(self, pixels: list) -> list[bytes]:
         "Encoded images of a chunk (latent mode: float16 latents, one encoder call per shape)."
@@ -678,16 +681,26 @@ class RowWriter:
                 out[i] = z.tobytes()
         return out
 
+    def _text(self, captions: list) -> list[bytes]:
+        "Each caption's states; a caption met before (and still in the memo) is not encoded again."
+        new = [c for c in dict.fromkeys(captions) if c not in self.memo]
+        found = {}
+        if new:
+            embeds, masks = self.encode(new)
+            self.dim, self.tokens = int(embeds.shape[-1]), max(self.tokens, int(masks.sum(1).max()))
+            found, self.encoded = dict(zip(new, _states(embeds, masks))), self.encoded + len(new)
+        for caption, state in found.items():
+            if self.memo_bytes + len(state) <= TEXT_MEMO_BYTES:
+                self.memo[caption], self.memo_bytes = state, self.memo_bytes + len(state)
+        return [found[c] if c in found else self.memo[c] for c in captions]
+
     def write(self, pixels: list, options: list):
         "Write one chunk: pixels (h, w, 3) and caption options per row."
         images = self._images(pixels)
         states = iter(())
         if self.text:
             captions = [c for opts in options for c, _ in opts]
-            embeds, masks = self.encode(captions)
-            states = iter(_states(embeds, masks))
-            self.dim, self.captions = int(embeds.shape[-1]), self.captions + len(captions)
-            self.tokens = max(self.tokens, int(masks.sum(1).max()))
+            states, self.captions = iter(self._text(captions)), self.captions + len(captions)
         for image, p, opts in zip(images, pixels, options):
             row = dict(
                 image=image,
@@ -773,6 +786,7 @@ def prepare_dataset(
         image_quality=image_quality if image_format != "png" else None,
         text_cache=text_cache,
         captions=writer.captions,
+        captions_encoded=writer.encoded,
         text_tokens=writer.tokens,
         text_dim=writer.dim,
         image_bytes=writer.image_bytes / writer.n,
@@ -1005,6 +1019,7 @@ def finish_shards(out, k: int, meta: dict | None = None, max_bad_fraction: float
         n=n,
         shards=[p.name for p in parts],
         captions=captions,
+        captions_encoded=sum(i.get("captions_encoded", i["captions"]) for i in infos),  # older shards: every caption
         text_tokens=max(i["text_tokens"] for i in infos),
         image_bytes=sum(i["image_bytes"] * i["n"] for i in infos) / n,
         text_bytes=sum(i["text_bytes"] * i["captions"] for i in infos) / max(captions, 1),
