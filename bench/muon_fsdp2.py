@@ -51,7 +51,7 @@ def worker(preset: str, mode: str, reps: int) -> float:
             stacked = [Shard(q.dim + 1) if isinstance(q, Shard) else q for q in ps[0].placements]
             shape = (len(ps), *ps[0].shape)
             whole = DTensor.from_local(directions.contiguous(), mesh, stacked, shape=shape, stride=_strides(shape)).full_tensor()
-            return distribute_tensor(opt._ns(whole, *coefficients), mesh, stacked, src_data_rank=None).to_local()
+            return distribute_tensor(opt._ns(whole, *coefficients, opt.ns_dtype), mesh, stacked, src_data_rank=None).to_local()
         opt._orthogonalise_sharded = every_rank
     ms = step_ms(opt, reps)
     if mode != "one": dist.barrier(); dist.destroy_process_group()

@@ -16,7 +16,8 @@ from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 from .architecture import fast_bf16
 
 # %% auto #0
-__all__ = ['MUON_LR_RULES', 'muon_lr', 'GroupedMuon', 'MuonAdamW', 'make_optimizers', 'lr_factor', 'make_schedulers']
+__all__ = ['MUON_LR_RULES', 'muon_lr', 'ns_precision', 'GroupedMuon', 'MuonAdamW', 'make_optimizers', 'lr_factor',
+           'make_schedulers']
 
 # %% ../nbs/06_optim.ipynb #6dad4b60
 MUON_LR_RULES = {  # adjust_lr_fn -> the factor on the learning rate of an A x B matrix, as torch.optim.Muon applies it
@@ -35,9 +36,16 @@ def muon_lr(lr: float, adjust: str | None, shape) -> float:
     return lr * MUON_LR_RULES[adjust](rows, cols)
 
 
-def _newton_schulz(G: torch.Tensor, a: float, b: float, c: float, steps: int, eps: float) -> torch.Tensor:
+def ns_precision(device: torch.device | str) -> torch.dtype:
+    "Newton-Schulz's dtype on `device` by default: bf16 (as torch's Muon) where it has bf16 kernels, else fp32."
+    return torch.bfloat16 if fast_bf16(torch.device(device).type) else torch.float32  # fp32 is faster there
+
+
+def _newton_schulz(
+    G: torch.Tensor, a: float, b: float, c: float, steps: int, eps: float, dtype: torch.dtype | None = None
+) -> torch.Tensor:  # dtype: the iterations' precision; None: `ns_precision` of G's device
     "Orthogonalise a stack of matrices (..., m, n) with torch Muon's quintic Newton-Schulz iterations."
-    X = G.bfloat16() if fast_bf16(G.device.type) else G.float()  # fp32 on a CPU without bf16 kernels: faster there
+    X = G.to(dtype or ns_precision(G.device))
     tall = G.size(-2) > G.size(-1)
     if tall:
         X = X.mT  # iterate on the wide side: the Gram matrix is the smaller one
@@ -62,9 +70,14 @@ class GroupedMuon(torch.optim.Muon):
     "torch's Muon, all matrices of one shape together (batched Newton-Schulz); FSDP2 shards handled as whole matrices."
 
     def __init__(
-        self, params, compile: bool = False, **kwargs  # compile the Newton-Schulz iterations (once per matrix shape)
-    ):  # torch.optim.Muon's arguments
+        self,
+        params,
+        compile: bool = False,  # compile the Newton-Schulz iterations (once per matrix shape)
+        ns_dtype: torch.dtype | None = None,  # Newton-Schulz's precision; None: bf16 where the device has bf16 kernels
+        **kwargs,  # torch.optim.Muon's arguments
+    ):
         super().__init__(params, **kwargs)
+        self.ns_dtype = ns_dtype
         self._ns = torch.compile(_newton_schulz, dynamic=False) if compile else _newton_schulz
 
     def _by_shape(self, group: dict) -> dict:
@@ -99,7 +112,7 @@ class GroupedMuon(torch.optim.Muon):
                 if isinstance(ps[0], DTensor):
                     update = self._orthogonalise_sharded(ps, direction, coefficients)
                 else:
-                    update = self._ns(direction, *coefficients)
+                    update = self._ns(direction, *coefficients, self.ns_dtype)
                 weights = [_local(p) for p in ps]
                 if g["weight_decay"]:
                     torch._foreach_mul_(weights, 1 - g["lr"] * g["weight_decay"])
@@ -121,7 +134,7 @@ class GroupedMuon(torch.optim.Muon):
         rank, world = dist.get_rank(), dist.get_world_size()
         mine = torch.zeros(math.ceil(len(params) / world), *shape[1:], dtype=directions.dtype, device=directions.device)
         if len(whole[rank::world]):
-            mine[: len(whole[rank::world])] = self._ns(whole[rank::world], *coefficients)
+            mine[: len(whole[rank::world])] = self._ns(whole[rank::world], *coefficients, self.ns_dtype)
         parts = [torch.empty_like(mine) for _ in range(world)]
         dist.all_gather(parts, mine)
         updates = torch.stack([parts[j % world][j // world] for j in range(len(params))])

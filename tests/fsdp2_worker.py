@@ -11,9 +11,7 @@ from torch.distributed.tensor import DTensor
 from prx_nb.architecture import build_denoiser
 from prx_nb.flow import sample_timesteps, add_noise, x_pred_loss
 from prx_nb.tricks import DenoiserEMA
-import prx_nb.optim
 from prx_nb.optim import GroupedMuon
-prx_nb.optim.fast_bf16 = lambda device: True  # torch's Muon orthogonalises in bf16 on every machine: here ours does too
 
 out, steps, shard = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "shard"
 optimizer = sys.argv[4] if len(sys.argv) > 4 else "adamw"
@@ -34,7 +32,8 @@ MUON = dict(lr=3e-3, momentum=0.95, nesterov=True, ns_steps=5, adjust_lr_fn="mat
 Muon = torch.optim.Muon if optimizer == "torch-muon" else GroupedMuon
 matrices = [p for n, p in model.named_parameters() if p.ndim == 2 and n.startswith("blocks.")] if optimizer != "adamw" else []
 rest = [p for p in model.parameters() if all(p is not q for q in matrices)]
-opts = [torch.optim.AdamW(rest, lr=1e-3, betas=(0.9, 0.95))] + ([Muon(matrices, **MUON)] if matrices else [])
+BF16 = {} if Muon is torch.optim.Muon else dict(ns_dtype=torch.bfloat16)  # as torch's Muon, on every machine
+opts = [torch.optim.AdamW(rest, lr=1e-3, betas=(0.9, 0.95))] + ([Muon(matrices, **BF16, **MUON)] if matrices else [])
 orthogonalised = [0]  # matrices this rank ran Newton-Schulz on
 if isinstance(opts[-1], GroupedMuon):
     ns = opts[-1]._ns
@@ -62,7 +61,7 @@ if optimizer != "adamw":  # a matrix whose rows do not split evenly
     if shard:
         from torch.distributed.tensor import distribute_tensor
         fully_shard(odd, mesh=mesh)
-    o = Muon(odd.parameters(), **MUON)
+    o = Muon(odd.parameters(), **BF16, **MUON)
     for gr in grads:
         odd.weight.grad = distribute_tensor(gr, mesh, odd.weight.placements) if shard else gr
         o.step()

@@ -1,18 +1,11 @@
 "GroupedMuon as `prx-nb train` runs it (compiled) against torch's Muon, and checkpoints moving between the two."
 import copy
-import pytest
 import torch
-import prx_nb.optim
 from prx_nb.architecture import build_denoiser
 from prx_nb.optim import GroupedMuon
 
 KW = dict(lr=4e-3, momentum=0.95, nesterov=True, ns_steps=5, adjust_lr_fn="match_rms_adamw")
-
-
-@pytest.fixture(autouse=True)
-def _bf16_newton_schulz(monkeypatch):
-    "torch's Muon orthogonalises in bf16 on every machine; ours follows the machine (fp32 without bf16 kernels)."
-    monkeypatch.setattr(prx_nb.optim, "fast_bf16", lambda device: True)
+BF16 = dict(ns_dtype=torch.bfloat16)  # torch's Muon orthogonalises in bf16 on every machine; ours follows the machine
 
 
 def _pair():
@@ -24,7 +17,7 @@ def _pair():
 
 def test_compiled_matches_torch_muon():
     ref, new = _pair(); w0 = [p.detach().clone() for p in ref]
-    o_ref, o_new = torch.optim.Muon(ref, **KW), GroupedMuon(new, compile=True, **KW)
+    o_ref, o_new = torch.optim.Muon(ref, **KW), GroupedMuon(new, compile=True, **BF16, **KW)
     for _ in range(3):
         for p, q in zip(ref, new): p.grad = torch.randn_like(p); q.grad = p.grad.clone()
         o_ref.step(); o_new.step()
@@ -38,7 +31,7 @@ def test_state_moves_between_optimizers():
     o_ref = torch.optim.Muon(ref, **KW)
     for p in ref: p.grad = torch.randn_like(p)
     o_ref.step()
-    o_new = GroupedMuon(new, **KW); o_new.load_state_dict(copy.deepcopy(o_ref.state_dict()))  # a checkpoint of torch's Muon resumes here (a copy: as read from disk)
+    o_new = GroupedMuon(new, **BF16, **KW); o_new.load_state_dict(copy.deepcopy(o_ref.state_dict()))  # a checkpoint of torch's Muon resumes here (a copy: as read from disk)
     for p, q in zip(ref, new): p.grad = torch.randn_like(p); q.grad = p.grad.clone(); q.data.copy_(p.data)
     o_ref.step(); o_new.step()
     for p, q in zip(ref, new): torch.testing.assert_close(q.detach(), p.detach())
