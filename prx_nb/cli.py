@@ -6,7 +6,7 @@ Docs: https://prx-nb.github.io/prx-nb/cli.html.md"""
 
 # %% ../nbs/14_cli.ipynb #3e02f837
 from __future__ import annotations
-import argparse, inspect, json, os, shlex, shutil, subprocess, sys
+import argparse, contextlib, inspect, json, os, shlex, shutil, subprocess, sys
 from pathlib import Path
 
 import yaml
@@ -16,7 +16,7 @@ from .data import build_shapes
 from .architecture import generate
 from .eval import METRICS, evaluate
 from .runs import load_pipeline
-from .train import ensure_data, load_tower, open_source, source_configs, train
+from .train import data_lock, data_root, ensure_data, load_tower, open_source, source_configs, train
 from .speedrun import ABLATIONS, ablate, ablation_table, publish, sample_grid, save_record, speedrun
 from prx_nb.launch import (
     LAUNCH_CONFIGS,
@@ -241,10 +241,17 @@ def _open_for_worker(cfg, root: Path, rank: int) -> tuple:
 
 def _prepare(a):
     "`data prepare`: this worker's share of the run's prepared data (of each source of a mixture)."
-    cfg, root = _config(a), Path(a.out) / "data"
+    cfg = _config(a)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not cfg.data.shard_size:
         raise ConfigError("several workers need data.shard_size=<rows per shard> to split the work")
+    root = data_root(cfg, a.out)  # DIR/data, or its link into the data cache
+    with contextlib.nullcontext() if world > 1 else data_lock(root):  # parallel workers split the shards instead
+        _prepare_sources(cfg, root, rank, world)
+
+
+def _prepare_sources(cfg, root: Path, rank: int, world: int):
+    "Open, then prepare, each source of the run under `root` (this worker's shards of them)."
     configs = source_configs(cfg)
     roots = [root / f"source-{i}" for i in range(len(configs))] if len(configs) > 1 else [root]
     opened = [_open_for_worker(c, r, rank) for c, r in zip(configs, roots)]

@@ -158,6 +158,7 @@ class DataConfig:
     image_quality: int = setting(90, check=lambda q: 1 <= q <= 100, accepts="1 to 100")  # WebP/JPEG quality
     text_cache: bool = True  # store each caption's text states (false: the encoder runs in the training step)
     max_bad_fraction: float = setting(0.05, **_fraction)  # preparation stops when more rows are bad
+    cache_dir: str | None = None  # prepared data shared between runs (None: $PRX_NB_DATA_CACHE, else DIR/data)
 
 
 @dataclass
@@ -480,6 +481,7 @@ def validate(cfg: Config) -> Config:
 
 
 RESUMABLE_KEYS = (
+    "data.cache_dir",
     "train.max_steps",
     "train.max_minutes",
     "train.max_flops",
@@ -493,7 +495,7 @@ RESUMABLE_KEYS = (
     "eval.n_per_task",
     "eval.final_n_per_task",
     "train.mixed_precision",
-)  # the budget, the logging and the precision (speed and rounding, not the recipe): a resumed run may change them
+)  # budget, logging, precision (speed and rounding, not the recipe), data cache: a resumed run may change them
 
 
 def config_changes(saved: dict, cfg: Config) -> list[str]:

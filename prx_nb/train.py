@@ -6,7 +6,7 @@ Docs: https://prx-nb.github.io/prx-nb/train.html.md"""
 
 # %% ../nbs/10_train.ipynb #f9f28795
 from __future__ import annotations
-import collections, contextlib, copy, dataclasses, json, math, os, pickle, shutil, signal, time
+import collections, contextlib, copy, dataclasses, fcntl, hashlib, json, math, os, pickle, shutil, signal, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,12 +70,12 @@ from prx_nb.runs import (
 )
 
 # %% auto #0
-__all__ = ['image_tower_path', 'image_format', 'source_configs', 'data_key', 'open_source', 'load_tower', 'bucket_multiple',
-           'vae_factor', 'ensure_data', 'ensure_sources', 'sampling_settings', 'run_shapes_eval', 'training_precision',
-           'make_accelerator', 'fsdp2_on_cpu', 'distribution', 'prediction', 'make_denoiser', 'make_dataloader',
-           'TrainState', 'Run', 'pick_states', 'encode_in_step', 'check_shared', 'training_flops', 'compute_budget',
-           'build_run', 'run_progress', 'restore', 'batch_seed', 'fit_batch', 'end_of_step', 'stop_signals', 'finish',
-           'train']
+__all__ = ['DATA_CACHE_ENV', 'image_tower_path', 'image_format', 'source_configs', 'data_key', 'open_source', 'load_tower',
+           'bucket_multiple', 'vae_factor', 'ensure_data', 'ensure_sources', 'data_cache', 'data_root', 'data_lock',
+           'sampling_settings', 'run_shapes_eval', 'training_precision', 'make_accelerator', 'fsdp2_on_cpu',
+           'distribution', 'prediction', 'make_denoiser', 'make_dataloader', 'TrainState', 'Run', 'pick_states',
+           'encode_in_step', 'check_shared', 'training_flops', 'compute_budget', 'build_run', 'run_progress', 'restore',
+           'batch_seed', 'fit_batch', 'end_of_step', 'stop_signals', 'finish', 'train']
 
 # %% ../nbs/10_train.ipynb #8cea1025
 def image_tower_path(cfg: Config) -> str | None:
@@ -251,6 +251,43 @@ def ensure_sources(cfg: Config, root, tower: TextTower, sources: list | None = N
     return [
         ensure_data(c, Path(root) / f"source-{i}", tower, d, vae=vae) for i, (c, d) in enumerate(zip(configs, opened))
     ]
+
+# %% ../nbs/10_train.ipynb #dc0a1e02
+DATA_CACHE_ENV = "PRX_NB_DATA_CACHE"  # the data cache when data.cache_dir is unset
+
+
+def data_cache(cfg: Config) -> Path | None:
+    "The folder of prepared data shared between runs (`data.cache_dir`, else $PRX_NB_DATA_CACHE); None: no cache."
+    where = cfg.data.cache_dir or os.environ.get(DATA_CACHE_ENV)
+    return Path(where).expanduser().resolve() if where else None
+
+
+def data_root(cfg: Config, out) -> Path:
+    "A run's data folder, DIR/data: its own, or a link to the data cache's folder for the run's data settings."
+    root, cache = Path(out) / "data", data_cache(cfg)
+    if cache is None or (root.exists() and not root.is_symlink()):
+        return root
+    settings = json.dumps([data_key(c) for c in source_configs(cfg)], sort_keys=True, default=str)
+    target = cache / hashlib.sha256(settings.encode()).hexdigest()[:16]
+    target.mkdir(parents=True, exist_ok=True)
+    if not (root.is_symlink() and root.resolve() == target):
+        root.parent.mkdir(parents=True, exist_ok=True)
+        link = root.with_name(f".data-{os.getpid()}")
+        link.unlink(missing_ok=True)
+        link.symlink_to(target, target_is_directory=True)
+        os.replace(link, root)  # atomic: workers linking at once leave the same link
+    return root
+
+
+@contextlib.contextmanager
+def data_lock(root: Path):
+    "Hold the lock of a shared data folder while preparing it (a run's own DIR/data needs none)."
+    if not root.is_symlink():
+        yield
+        return
+    with open(f"{root.resolve()}.lock", "w") as handle:  # released when closed, or when the process dies
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 # %% ../nbs/10_train.ipynb #529d553e
 def sampling_settings(cfg: Config) -> dict:
@@ -540,11 +577,12 @@ class Run:
 def _load_data(cfg: Config, out: Path, accelerator, vae) -> tuple:
     "The prepared sources and the text tower: rank 0 first, then each machine's first process, then the rest."
     with accelerator.main_process_first(), accelerator.local_main_process_first():
-        configs = source_configs(cfg)
-        roots = [out / "data" / f"source-{i}" for i in range(len(configs))] if len(configs) > 1 else [out / "data"]
-        sources = [open_source(c, root) for c, root in zip(configs, roots)]
-        tower = load_tower(cfg, sources if len(configs) > 1 else sources[0])
-        preps = ensure_sources(cfg, out / "data", tower, sources, vae=vae)
+        root, configs = data_root(cfg, out), source_configs(cfg)
+        with data_lock(root):  # another run preparing the same shared data finishes first
+            roots = [root / f"source-{i}" for i in range(len(configs))] if len(configs) > 1 else [root]
+            sources = [open_source(c, r) for c, r in zip(configs, roots)]
+            tower = load_tower(cfg, sources if len(configs) > 1 else sources[0])
+            preps = ensure_sources(cfg, root, tower, sources, vae=vae)
     tower.encoder.to(accelerator.device)  # in-training evaluation, and text encoded in the step, run on the device
     return preps, tower
 
@@ -757,7 +795,7 @@ def build_run(cfg: Config, out, progress: bool = True, resume: str | None = None
         else None
     )
     with accelerator.main_process_first():  # rank 0 builds the Shapes teacher (if REPA needs it), the others load it
-        tricks = Tricks(model, cfg.tricks, teacher_root=out / "data").to(accelerator.device)
+        tricks = Tricks(model, cfg.tricks, teacher_root=data_root(cfg, out)).to(accelerator.device)
     flops, repa_flops = _count_flops(cfg, model, data, vae, tricks, accelerator, progress)  # before sharding
     optimizers = make_optimizers(model, cfg.train, tricks.trainable())
     state = TrainState(recent=collections.deque(maxlen=cfg.train.bad_step_window), world=accelerator.num_processes)

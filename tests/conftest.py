@@ -14,6 +14,14 @@ def run(args, check=True, **kw):
     return r
 
 
+@pytest.fixture(scope="session", autouse=True)
+def data_cache(tmp_path_factory):
+    "One data cache for the session (the train chapter): the runs of one data setting prepare it once, not each run."
+    os.environ["PRX_NB_DATA_CACHE"] = str(tmp_path_factory.mktemp("data-cache"))
+    yield
+    os.environ.pop("PRX_NB_DATA_CACHE", None)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     "A run directory trained by `prx-nb train --preset shapes-tiny`."

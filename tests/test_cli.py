@@ -166,6 +166,18 @@ def test_publish_fails_before_writing_anything_without_token_or_hub(tmp_path, ti
     assert json.loads(r.stdout)["uploaded"] is False and (pipe / "README.md").exists()
 
 
+def test_runs_share_prepared_data_through_the_data_cache(tmp_path):
+    "With PRX_NB_DATA_CACHE (or data.cache_dir) a second run of the same data links to the first run's preparation."
+    env, ov = dict(os.environ, PRX_NB_DATA_CACHE=str(tmp_path / "cache")), ["--max-steps", "1", "eval.every=0", "data.n=64"]
+    run([PRX, "train", "--preset", "shapes-tiny", "--out", str(tmp_path / "a"), *ov], env=env)
+    index = tmp_path / "a" / "data" / "prepared" / "prepared.json"; before = index.stat().st_mtime_ns
+    run([PRX, "train", "--preset", "shapes-tiny", "--out", str(tmp_path / "b"), *ov, "train.lr=1e-3"], env=env)
+    a, b = (tmp_path / name / "data" for name in "ab")
+    assert a.is_symlink() and b.resolve() == a.resolve() and a.resolve().parent == (tmp_path / "cache").resolve()
+    assert index.stat().st_mtime_ns == before, "the second run prepared the shared data again"
+    assert json.loads(index.read_text())["n"] == 64
+
+
 def test_data_prepare_streaming_in_parallel(tmp_path):
     out, ov = tmp_path / "run", ["data.shard_size=60", "data.streaming=true"]  # shapes-tiny: 256 images streamed, split between 2 workers
     for rank in ("1", "0"):
