@@ -262,12 +262,21 @@ def data_cache(cfg: Config) -> Path | None:
     return Path(where).expanduser().resolve() if where else None
 
 
+def _cache_key(cfg: Config) -> dict:
+    "`data_key`, with local paths made absolute: ./photos of two projects are two datasets."
+    key = data_key(cfg)
+    for name in ("source", "encoder", "init", "vae"):
+        if isinstance(key.get(name), str) and Path(key[name]).expanduser().exists():
+            key[name] = str(Path(key[name]).expanduser().resolve())
+    return key
+
+
 def data_root(cfg: Config, out) -> Path:
     "A run's data folder, DIR/data: its own, or a link to the data cache's folder for the run's data settings."
     root, cache = Path(out) / "data", data_cache(cfg)
     if cache is None or (root.exists() and not root.is_symlink()):
         return root
-    settings = json.dumps([data_key(c) for c in source_configs(cfg)], sort_keys=True, default=str)
+    settings = json.dumps([_cache_key(c) for c in source_configs(cfg)], sort_keys=True, default=str)
     target = cache / hashlib.sha256(settings.encode()).hexdigest()[:16]
     target.mkdir(parents=True, exist_ok=True)
     if not (root.is_symlink() and root.resolve() == target):
@@ -574,15 +583,19 @@ class Run:
         return self.state.flops
 
 # %% ../nbs/10_train.ipynb #5411dc28
-def _load_data(cfg: Config, out: Path, accelerator, vae) -> tuple:
+def _load_data(cfg: Config, out: Path, accelerator, vae, progress: bool = False) -> tuple:
     "The prepared sources and the text tower: rank 0 first, then each machine's first process, then the rest."
     with accelerator.main_process_first(), accelerator.local_main_process_first():
-        root, configs = data_root(cfg, out), source_configs(cfg)
+        root, configs, start = data_root(cfg, out), source_configs(cfg), time.time()
         with data_lock(root):  # another run preparing the same shared data finishes first
             roots = [root / f"source-{i}" for i in range(len(configs))] if len(configs) > 1 else [root]
+            ready = all(_prepared_key(r / "prepared") == data_key(c) for c, r in zip(configs, roots))
             sources = [open_source(c, r) for c, r in zip(configs, roots)]
             tower = load_tower(cfg, sources if len(configs) > 1 else sources[0])
             preps = ensure_sources(cfg, root, tower, sources, vae=vae)
+    if accelerator.is_main_process and progress:
+        where = f"{root} -> {root.resolve()}" if root.is_symlink() else str(root)
+        print(f"      data: {where}, " + ("ready" if ready else f"prepared in {time.time() - start:.0f} s"), flush=True)
     tower.encoder.to(accelerator.device)  # in-training evaluation, and text encoded in the step, run on the device
     return preps, tower
 
@@ -785,7 +798,7 @@ def build_run(cfg: Config, out, progress: bool = True, resume: str | None = None
     accelerator, accumulation = _start_job(cfg, out, resume, overwrite, progress)
     vae = _image_tower(cfg, accelerator)
     kind = prediction(cfg, vae)
-    preps, tower = _load_data(cfg, out, accelerator, vae)
+    preps, tower = _load_data(cfg, out, accelerator, vae, progress)
     features, heldout = _eval_features(cfg, accelerator), _heldout(cfg, accelerator)
     data = PreparedData(preps, seed=cfg.train.seed)
     model = make_denoiser(cfg, tower, vae)

@@ -171,7 +171,8 @@ def test_runs_share_prepared_data_through_the_data_cache(tmp_path):
     env, ov = dict(os.environ, PRX_NB_DATA_CACHE=str(tmp_path / "cache")), ["--max-steps", "1", "eval.every=0", "data.n=64"]
     run([PRX, "train", "--preset", "shapes-tiny", "--out", str(tmp_path / "a"), *ov], env=env)
     index = tmp_path / "a" / "data" / "prepared" / "prepared.json"; before = index.stat().st_mtime_ns
-    run([PRX, "train", "--preset", "shapes-tiny", "--out", str(tmp_path / "b"), *ov, "train.lr=1e-3"], env=env)
+    r = run([PRX, "train", "--preset", "shapes-tiny", "--out", str(tmp_path / "b"), *ov, "train.lr=1e-3"], env=env)
+    assert "/cache/" in r.stdout and ", ready" in r.stdout, r.stdout  # the plan says where the data is, found ready
     a, b = (tmp_path / name / "data" for name in "ab")
     assert a.is_symlink() and b.resolve() == a.resolve() and a.resolve().parent == (tmp_path / "cache").resolve()
     assert index.stat().st_mtime_ns == before, "the second run prepared the shared data again"

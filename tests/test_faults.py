@@ -270,6 +270,25 @@ FINISHER = textwrap.dedent('''
 ''')
 
 
+def test_two_runs_preparing_one_shared_dataset_at_once(tmp_path):
+    "Two runs start together on the same data in one data cache: one prepares while the other waits on the lock."
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "PRX_NB_DATA_CACHE": str(tmp_path / "cache")}
+    cmd = lambda name: [sys.executable, "-m", "prx_nb", "train", *TINY[:2], "--out", str(tmp_path / name), "--max-steps", "1",
+                        *TINY[2:], "data.n=48"]  # key=value overrides last
+    logs = {name: (tmp_path / f"{name}.out", tmp_path / f"{name}.err") for name in "ab"}  # files: a full pipe would block
+    runs = {name: subprocess.Popen(cmd(name), stdout=logs[name][0].open("w"), stderr=logs[name][1].open("w"), env=env)
+            for name in "ab"}
+    results = [(p.wait(timeout=TIMEOUT), logs[name][0].read_text(), logs[name][1].read_text()) for name, p in runs.items()]
+    assert all(code == 0 for code, _, _ in results), [err[-1500:] for _, _, err in results]
+    said = sorted(line.split(", ")[-1] for _, out, _ in results for line in out.splitlines() if "data: " in line)
+    assert len(said) == 2 and said[0].startswith("prepared in") and said[1] == "ready", said  # one prepared, one waited
+    a, b = (tmp_path / name / "data" for name in "ab")
+    assert a.resolve() == b.resolve() and [p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()] == [a.resolve().name]
+    info = json.loads((a / "prepared" / "prepared.json").read_text())
+    assert info["n"] == 48 and not [p for p in a.resolve().rglob(".*") if p.name != ".lock"]  # no temporary left behind
+
+
 def test_workers_finishing_shards_together_never_collide(tmp_path):
     "Every worker that sees the last shard done writes the index: four at once, many times, and none fails."
     out = tmp_path / "prepared"
