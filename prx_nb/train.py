@@ -6,9 +6,11 @@ Docs: https://prx-nb.github.io/prx-nb/train.html.md"""
 
 # %% ../nbs/10_train.ipynb #f9f28795
 from __future__ import annotations
-import collections, contextlib, copy, dataclasses, fcntl, hashlib, json, math, os, pickle, shutil, signal, time
+import collections, contextlib, copy, dataclasses, hashlib, json, math, os, pickle, shutil, signal, time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from filelock import FileLock
 
 import torch
 from torch.distributed.tensor import DTensor
@@ -294,8 +296,7 @@ def data_lock(root: Path):
     if not root.is_symlink():
         yield
         return
-    with open(f"{root.resolve()}.lock", "w") as handle:  # released when closed, or when the process dies
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with FileLock(f"{root.resolve()}.lock"):  # released on exit, or when the process dies
         yield
 
 # %% ../nbs/10_train.ipynb #529d553e
