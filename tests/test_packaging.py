@@ -2,8 +2,9 @@
 import importlib, zipfile
 from conftest import ROOT, run, BIN
 
-MODULES = ("data", "architecture", "flow", "teachers", "tricks", "optim", "lora", "config", "runs", "train", "eval", "speedrun",
-           "cli")
+MODULES = ("data", "architecture", "flow", "teachers", "tricks", "optim", "lora", "config", "runs", "train", "eval", "launch",
+           "speedrun", "cli")
+LAUNCH_CONFIGS = ("1gpu", "8gpu-ddp", "fsdp2-8gpu", "fsdp2-4x8gpu")  # the accelerate configs `prx-nb launch` ships
 
 
 def test_console_script_and_modules():
@@ -14,10 +15,12 @@ def test_console_script_and_modules():
 
 
 def test_wheel_contains_every_chapter_module(tmp_path):
-    run([str(BIN / "python"), "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)])
+    r = run([str(BIN / "python"), "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v", "-w", str(tmp_path), str(ROOT)])
+    assert "BuildBackendWarning" not in r.stdout + r.stderr, "setuptools warns about the package layout (pyproject.toml)"
     whl = next(tmp_path.glob("prx_nb-*.whl"))
     names = zipfile.ZipFile(whl).namelist()
     for m in (*MODULES, "_modidx", "__main__"): assert f"prx_nb/{m}.py" in names
+    for c in LAUNCH_CONFIGS: assert f"prx_nb/configs/{c}.yaml" in names
 
 
 def test_data_card_carries_the_spec():
