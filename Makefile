@@ -4,6 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= runs/shapes-cpu
 PRESET ?= shapes-cpu
+# pytest: TEST_WORKERS processes at once (0: one, without xdist), TEST_THREADS torch threads each
+TEST_WORKERS ?= 2
+TEST_THREADS ?= 1
 
 .PHONY: venv speedrun test nbtest pytest export clean-nbs check-sync
 
@@ -21,8 +24,8 @@ speedrun: venv ## train, save, judge and report a Shapes model in $(OUT)
 nbtest: venv ## run every notebook (cells flagged slow/gpu/multigpu are skipped)
 	$(BIN)/nbdev-test --n-workers 1 --timing
 
-pytest: venv ## CLI, packaging and artifact tests
-	$(BIN)/python -m pytest -q --durations=15 tests
+pytest: venv ## CLI, packaging and artifact tests: TEST_WORKERS at once, a test file to a worker, a thread each
+	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 check-sync: venv ## notebooks and package agree, notebooks are clean
 	$(BIN)/nbdev-export && git diff --exit-code -- prx_nb

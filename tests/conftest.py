@@ -17,7 +17,10 @@ def run(args, check=True, **kw):
 @pytest.fixture(scope="session", autouse=True)
 def data_cache(tmp_path_factory):
     "One data cache for the session (the train chapter): the runs of one data setting prepare it once, not each run."
-    os.environ["PRX_NB_DATA_CACHE"] = str(tmp_path_factory.mktemp("data-cache"))
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root  # pytest -n: the workers share one (its lock)
+    (root / "data-cache").mkdir(exist_ok=True)
+    os.environ["PRX_NB_DATA_CACHE"] = str(root / "data-cache")
     yield
     os.environ.pop("PRX_NB_DATA_CACHE", None)
 

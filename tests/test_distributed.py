@@ -25,7 +25,7 @@ def test_two_process_ddp_equals_one_process_and_resumes_on_one(tmp_path):
     common = ["--preset", "shapes-tiny", "--checkpoint-every", "4", "train.batch_size=8", "train.global_batch=16", "train.cooldown=0", *TINY]
     run([PRX, "train", "--out", str(one), "--max-steps", "8", *common])  # accumulation 2
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "prx_nb", "train", "--out", str(two),
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "prx_nb", "train", "--out", str(two),
          "--max-steps", "4", *common], env=env)
     l1, l2 = losses(one), losses(two)
     assert len(l1) == 8 and len(l2) == 4
@@ -76,7 +76,7 @@ def test_fsdp2_two_processes_equal_one_process(tmp_path):
     "FSDP2 on CPU: torch's fully_shard per PRX block (as accelerate's FSDP2 plugin wraps on GPUs), 2 gloo processes at the same global batch."
     worker, env = str(Path(__file__).parent / "fsdp2_worker.py"), dict(os.environ, OMP_NUM_THREADS="1")
     run([sys.executable, worker, str(tmp_path / "one.pt"), "4", "plain"], env=env)
-    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", worker, str(tmp_path / "two.pt"), "4", "shard"], env=env)
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", worker, str(tmp_path / "two.pt"), "4", "shard"], env=env)
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     assert (one["sharded"], two["sharded"], two["world"]) == (False, True, 2)  # the EMA really held DTensor shards
     torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=1e-4, atol=1e-6)
@@ -92,7 +92,7 @@ def test_muon_under_fsdp2_equals_torch_muon_in_one_process(tmp_path):
     bf16 rounding of Newton-Schulz; the orthogonalisations are split between the ranks, and uneven shards (7 rows) work."""
     worker, env = str(Path(__file__).parent / "fsdp2_worker.py"), dict(os.environ, OMP_NUM_THREADS="1")
     run([sys.executable, worker, str(tmp_path / "one.pt"), "4", "plain", "torch-muon"], env=env)
-    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", worker, str(tmp_path / "two.pt"), "4", "shard", "muon"], env=env)
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", worker, str(tmp_path / "two.pt"), "4", "shard", "muon"], env=env)
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     assert two["sharded"] and two["world"] == 2
     done = two["orthogonalised"]
@@ -120,7 +120,7 @@ def test_a_dead_rank_ends_the_run_with_a_clear_error(tmp_path):
     "SIGKILL one of two ranks mid-run: the launch ends (no hang) naming the dead rank, and the run resumes from its last checkpoint."
     out = tmp_path / "run"; env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     args = ["-m", "prx_nb", "train", "--preset", "shapes-tiny", "--out", str(out), "--checkpoint-every", "3", "train.batch_size=8", *TINY]
-    p = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *args, "--max-steps", "400"],
+    p = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args, "--max-steps", "400"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     t0, pid = time.time(), None
     while not (out / "checkpoints" / "step-3" / "trainer.json").exists():
@@ -132,7 +132,7 @@ def test_a_dead_rank_ends_the_run_with_a_clear_error(tmp_path):
     assert p.returncode != 0 and "rank: 1" in stderr and "SIGKILL" in stderr, stderr[-3000:]
     assert not (out / "pipeline").exists()
     killed_at = max(int(d.name[5:]) for d in (out / "checkpoints").glob("step-*") if (d / "trainer.json").exists())
-    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *args, "--max-steps", str(killed_at + 3), "--resume", "latest"], env=env)
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args, "--max-steps", str(killed_at + 3), "--resume", "latest"], env=env)
     end = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert (out / "pipeline").exists() and end["event"] == "end" and end["steps"] == killed_at + 3
 

@@ -2,7 +2,7 @@
 (a folder of another run, a non-finite gradient, a tiny dataset, a damaged checkpoint, a signal at a chosen step, a torn
 log line, a missing download offline, a bad value) and checks how the run ends: it continues correctly, it stops with one
 line naming the problem and the fix, or it resumes from the last good state. The policy table is in the train chapter."""
-import json, math, os, signal, subprocess, sys, textwrap
+import contextlib, json, math, os, signal, subprocess, sys, textwrap
 from pathlib import Path
 
 import pytest
@@ -277,9 +277,11 @@ def test_two_runs_preparing_one_shared_dataset_at_once(tmp_path):
     cmd = lambda name: [sys.executable, "-m", "prx_nb", "train", *TINY[:2], "--out", str(tmp_path / name), "--max-steps", "1",
                         *TINY[2:], "data.n=48"]  # key=value overrides last
     logs = {name: (tmp_path / f"{name}.out", tmp_path / f"{name}.err") for name in "ab"}  # files: a full pipe would block
-    runs = {name: subprocess.Popen(cmd(name), stdout=logs[name][0].open("w"), stderr=logs[name][1].open("w"), env=env)
-            for name in "ab"}
-    results = [(p.wait(timeout=TIMEOUT), logs[name][0].read_text(), logs[name][1].read_text()) for name, p in runs.items()]
+    with contextlib.ExitStack() as files:  # the log files close when both runs are done
+        opened = {name: [files.enter_context(path.open("w")) for path in logs[name]] for name in "ab"}
+        runs = {name: subprocess.Popen(cmd(name), stdout=opened[name][0], stderr=opened[name][1], env=env) for name in "ab"}
+        codes = {name: p.wait(timeout=TIMEOUT) for name, p in runs.items()}
+    results = [(codes[name], logs[name][0].read_text(), logs[name][1].read_text()) for name in "ab"]
     assert all(code == 0 for code, _, _ in results), [err[-1500:] for _, _, err in results]
     said = sorted(line.split(", ")[-1] for _, out, _ in results for line in out.splitlines() if "data: " in line)
     assert len(said) == 2 and said[0].startswith("prepared in") and said[1] == "ready", said  # one prepared, one waited
@@ -322,7 +324,7 @@ def test_sigterm_under_torchrun_on_a_checkpoint_step(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "PRX_NB_FAULTS": json.dumps(dict(sigterm=4, saves=str(saves)))}
     args = ["train", *TINY[:2], "--out", str(out), "--checkpoint-every", "4", "--max-steps", "8", *TINY[2:], "train.batch_size=8"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), *args]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), *args]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     try: _, err = p.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -332,7 +334,7 @@ def test_sigterm_under_torchrun_on_a_checkpoint_step(tmp_path):
     stopped = [e for e in records(out) if e.get("event") == "interrupted"]
     assert [(e["step"], e["signal"]) for e in stopped] == [(4, signal.SIGTERM)] and not (out / "pipeline").exists()
     env.pop("PRX_NB_FAULTS")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "prx_nb", *args,
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "prx_nb", *args,
                         "--resume", "latest"], capture_output=True, text=True, env=env, timeout=TIMEOUT)
     assert r.returncode == 0 and [e["step"] for e in records(out) if e.get("event") == "start"][-1] == 4, r.stderr[-1500:]
     assert (out / "pipeline").exists()
