@@ -3,12 +3,16 @@
     python bench/sampler_sweep.py runs/shapes-cpu --grid 40:3,40:1.5,40:5,20:3,80:3,40:3:2 \
         --out bench/results/tuning/sampler_shapes-cpu.jsonl
 
-Each setting is `steps:guidance[:shift]` (the scheduler's shift; the recorded one when left out). Prompts are ShapesEval's
+Each setting is `steps:guidance[:shift[:from]]`: the scheduler's shift (the recorded one when left out) and a guidance
+interval, classifier-free guidance only at noise levels t >= from (1 is pure noise; 0, the default, guides every step;
+above it the conditional prediction alone, as at guidance 1). Prompts are ShapesEval's
 canonical prompts drawn with `--seed` (999, the tuning set, by default; the benchmark's 1234 is refused: a sampler is
 chosen on tuning prompts). The same prompts and starting noise serve every setting, so rows differ by the sampler alone.
 """
-import argparse, json, time
+import argparse, contextlib, json, time
 from pathlib import Path
+
+import torch
 
 from prx_nb.architecture import generate, make_scheduler
 from prx_nb.config import Config
@@ -17,32 +21,52 @@ from prx_nb.runs import load_pipeline
 
 
 def parse_setting(text: str) -> dict:
-    "`steps:guidance[:shift]` as a dict."
+    "`steps:guidance[:shift[:from]]` as a dict."
     parts = text.split(":")
-    if len(parts) not in (2, 3):
-        raise SystemExit(f"sampler setting {text!r}: write steps:guidance or steps:guidance:shift, e.g. 40:3 or 40:3:2")
+    if len(parts) not in (2, 3, 4):
+        raise SystemExit(f"sampler setting {text!r}: write steps:guidance[:shift[:from]], e.g. 40:3 or 40:3:1:0.5")
     setting = dict(steps=int(parts[0]), guidance_scale=float(parts[1]))
-    return setting | ({"shift": float(parts[2])} if len(parts) == 3 else {})
+    setting |= {"shift": float(parts[2])} if len(parts) >= 3 else {}
+    return setting | ({"guidance_from": float(parts[3])} if len(parts) == 4 else {})
+
+
+@contextlib.contextmanager
+def guidance_from(pipe, t_from: float):
+    "Within the block, guidance acts only at noise levels t >= t_from: below, both CFG halves get the conditional one."
+
+    def conditional_only(module, args, kwargs, output):
+        if float(kwargs["timestep"][0]) >= t_from:
+            return output
+        half = output[0].shape[0] // 2  # the pipeline batches [unconditional, conditional]
+        return (torch.cat([output[0][half:], output[0][half:]]), *output[1:])
+
+    handle = pipe.transformer.register_forward_hook(conditional_only, with_kwargs=True) if t_from > 0 else None
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.remove()
 
 
 def sweep_row(pipe, sampling: dict, items: list[dict], seed: int, setting: dict, chunk: int = 100) -> dict:
     "ShapesEval of `pipe` on `items` with one sampler setting."
     pipe.scheduler = make_scheduler(setting.get("shift", sampling.get("shift", 1.0)))
-    start, images = time.time(), []
-    for i in range(0, len(items), chunk):
-        part = items[i : i + chunk]
-        seeds = [seed + i + j for j in range(len(part))]
-        images += generate(pipe, [it["prompt"] for it in part], seeds, sampling["size"], setting["steps"],
-                           setting["guidance_scale"])
+    start, images, t_from = time.time(), [], setting.get("guidance_from", 0.0)
+    with guidance_from(pipe, t_from if setting["guidance_scale"] > 1 else 0.0):
+        for i in range(0, len(items), chunk):
+            part = items[i : i + chunk]
+            seeds = [seed + i + j for j in range(len(part))]
+            images += generate(pipe, [it["prompt"] for it in part], seeds, sampling["size"], setting["steps"],
+                               setting["guidance_scale"])
     scores = score_images(items, images)
-    return dict(setting, shift=setting.get("shift", sampling.get("shift", 1.0)), **scores,
+    return dict(setting, shift=setting.get("shift", sampling.get("shift", 1.0)), guidance_from=t_from, **scores,
                 overall_se=standard_errors(scores)["overall"], seconds=round(time.time() - start, 1))
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, help="a speedrun folder (its pipeline/)")
-    p.add_argument("--grid", required=True, help="comma-separated steps:guidance[:shift] settings")
+    p.add_argument("--grid", required=True, help="comma-separated steps:guidance[:shift[:from]] settings")
     p.add_argument("--n-per-task", type=int, default=100)
     p.add_argument("--seed", type=int, default=999)
     p.add_argument("--out", type=Path, required=True, help="JSON lines, one row a setting")

@@ -40,12 +40,13 @@ from .teachers import VisionTeacher, torch_hub_file, train_shapes_teacher
 from .architecture import generate
 
 # %% auto #0
-__all__ = ['METRICS', 'PHOTOS', 'SKLEARN_PHOTOS', 'TASKS', 'HIGHER_IS_BETTER', 'parse_prompt', 'label_pixels', 'find_objects',
-           'judge', 'shapes_eval_prompts', 'score_images', 'shapes_eval', 'standard_errors', 'shapes_eval_from',
-           'to_uint8', 'frechet_distance', 'mmd', 'fingerprint', 'InceptionFeatures', 'VisionFeatures', 'CLIPFeatures',
-           'fid', 'cmmd', 'clip_score', 'cache_dir', 'shapes_features', 'reference_features', 'shapes_distances',
-           'evaluate', 'photo_dataset', 'heldout_set', 'gather_rows', 'heldout_extractors', 'heldout_eval', 'read_log',
-           'run_records', 'save_eval_images', 'plot_metrics', 'plot_curves', 'progress_grid', 'plot_ablation']
+__all__ = ['FAILURES', 'METRICS', 'PHOTOS', 'SKLEARN_PHOTOS', 'TASKS', 'HIGHER_IS_BETTER', 'parse_prompt', 'label_pixels',
+           'find_objects', 'judge_failure', 'judge', 'shapes_eval_prompts', 'score_images', 'failure_counts',
+           'shapes_eval', 'standard_errors', 'shapes_eval_from', 'to_uint8', 'frechet_distance', 'mmd', 'fingerprint',
+           'InceptionFeatures', 'VisionFeatures', 'CLIPFeatures', 'fid', 'cmmd', 'clip_score', 'cache_dir',
+           'shapes_features', 'reference_features', 'shapes_distances', 'evaluate', 'photo_dataset', 'heldout_set',
+           'gather_rows', 'heldout_extractors', 'heldout_eval', 'read_log', 'run_records', 'save_eval_images',
+           'plot_metrics', 'plot_curves', 'progress_grid', 'plot_ablation']
 
 # %% ../nbs/11_eval.ipynb #e5f96b06
 _C, _S, _B = "|".join(COLORS), "|".join(SHAPES), "|".join(BACKGROUNDS)
@@ -112,7 +113,61 @@ def find_objects(img: np.ndarray) -> tuple[str, list[dict]]:  # uint8 (S, S, 3) 
 
 # %% ../nbs/11_eval.ipynb #345efe9d
 def _in_cell(o, position):
+    "Is the object's centroid in the named cell of the 3 x 3 grid?"
     return cell_of(o["cx"], o["cy"], 1.0) == position
+
+
+def _single_failure(objs: list, p: dict) -> str | None:
+    "The single-object rules: one object, its color, its shape, its cell."
+    if len(objs) != 1:
+        return "too many objects" if objs else "too few objects"
+    o = objs[0]
+    if o["color"] != p["color"]:
+        return "color"
+    if o["shape"] != p["shape"]:
+        return "shape"
+    return None if _in_cell(o, p["position"]) else "position"
+
+
+def _count_failure(objs: list, p: dict) -> str | None:
+    "The count rules: as many objects of the color as the number, each of the shape."
+    mine = [o for o in objs if o["color"] == p["color"]]
+    if len(mine) != p["number"]:
+        return "too many objects" if len(mine) > p["number"] else "too few objects"
+    return None if all(o["shape"] == p["shape"] for o in mine) else "shape"
+
+
+def _relation_failure(objs: list, p: dict) -> str | None:
+    "The relation rules: one object of each color, each of its shape, placed as the relation says."
+    a = [o for o in objs if o["color"] == p["color1"]]
+    b = [o for o in objs if o["color"] == p["color2"]]
+    if len(a) != 1 or len(b) != 1:
+        return "too many objects" if len(a) > 1 or len(b) > 1 else "too few objects"
+    a, b = a[0], b[0]
+    if a["shape"] != p["shape1"] or b["shape"] != p["shape2"]:
+        return "shape"
+    holds = {
+        "to the left of": a["cx"] < b["cx"],
+        "to the right of": a["cx"] > b["cx"],
+        "above": a["cy"] < b["cy"],
+        "below": a["cy"] > b["cy"],
+    }[p["relation"]]
+    return None if holds else "relation"
+
+
+FAILURES = ("background", "too few objects", "too many objects", "color", "shape", "position", "relation")
+
+
+def judge_failure(
+    img: np.ndarray,  # uint8 (S, S, 3) generated image
+    prompt: str,  # canonical prompt
+) -> str | None:  # one of `FAILURES`, or None when the image follows the prompt
+    "The first ShapesEval rule the image breaks: background, objects per color, color, shape, place."
+    p = parse_prompt(prompt)
+    bg, objs = find_objects(img)
+    if bg != p["background"]:
+        return "background"
+    return {"single": _single_failure, "count": _count_failure, "relation": _relation_failure}[p["task"]](objs, p)
 
 
 def judge(
@@ -120,31 +175,7 @@ def judge(
     prompt: str,  # canonical prompt
 ) -> bool:
     "Does the image follow the prompt, by the ShapesEval rules?"
-    p = parse_prompt(prompt)
-    bg, objs = find_objects(img)
-    if bg != p["background"]:
-        return False
-    if p["task"] == "single":
-        return (
-            len(objs) == 1
-            and objs[0]["color"] == p["color"]
-            and objs[0]["shape"] == p["shape"]
-            and _in_cell(objs[0], p["position"])
-        )
-    if p["task"] == "count":
-        mine = [o for o in objs if o["color"] == p["color"]]
-        return len(mine) == p["number"] and all(o["shape"] == p["shape"] for o in mine)
-    a = [o for o in objs if o["color"] == p["color1"]]
-    b = [o for o in objs if o["color"] == p["color2"]]
-    if len(a) != 1 or len(b) != 1 or a[0]["shape"] != p["shape1"] or b[0]["shape"] != p["shape2"]:
-        return False
-    a, b = a[0], b[0]
-    return {
-        "to the left of": a["cx"] < b["cx"],
-        "to the right of": a["cx"] > b["cx"],
-        "above": a["cy"] < b["cy"],
-        "below": a["cy"] > b["cy"],
-    }[p["relation"]]
+    return judge_failure(img, prompt) is None
 
 # %% ../nbs/11_eval.ipynb #67a8f25c
 def shapes_eval_prompts(
@@ -175,6 +206,17 @@ def score_images(
     res["overall"] = float(np.mean([res[t] for t in KINDS if t in res]))
     res["n"] = len(items)
     return res
+
+# %% ../nbs/11_eval.ipynb #fa11ed02
+def failure_counts(
+    items: list[dict],  # prompt records from `shapes_eval_prompts`
+    images: list,  # one image per record (uint8 arrays or PIL images)
+) -> dict:  # {task: {"pass" or a rule of FAILURES: images}}, most frequent first
+    "Per task, how many images pass and which rule each failing image breaks first."
+    counts = defaultdict(lambda: defaultdict(int))
+    for it, im in zip(items, images, strict=True):
+        counts[it["task"]][judge_failure(np.asarray(im), it["prompt"]) or "pass"] += 1
+    return {t: dict(sorted(c.items(), key=lambda kv: -kv[1])) for t, c in counts.items()}
 
 # %% ../nbs/11_eval.ipynb #78c6c93a
 def shapes_eval(

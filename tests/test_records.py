@@ -2,6 +2,27 @@
 import json, sys
 from conftest import BIN, ROOT, run
 
+GUIDANCE_FROM_CHECK = """
+import runpy, sys, torch
+from prx_nb.runs import load_pipeline
+guidance_from = runpy.run_path(sys.argv[1])["guidance_from"]
+pipe, _ = load_pipeline(sys.argv[2])
+config = pipe.transformer.config
+x = torch.randn(2, config.in_channels, 32, 32)
+text = torch.randn(2, 5, config.context_in_dim)  # two prompts' states: [unconditional, conditional]
+denoise = lambda t: pipe.transformer(hidden_states=x, timestep=torch.full((2,), t), encoder_hidden_states=text,
+                                     return_dict=False)[0]
+with torch.no_grad():
+    plain_low, plain_high = denoise(0.2), denoise(0.8)
+    with guidance_from(pipe, 0.5):
+        low, high = denoise(0.2), denoise(0.8)
+    after = denoise(0.2)
+assert not torch.equal(plain_low[0], plain_low[1])  # the two halves differ: the check below can fail
+assert torch.equal(high, plain_high)  # at t >= 0.5 guidance is untouched
+assert torch.equal(low[0], plain_low[1]) and torch.equal(low[1], plain_low[1])  # below: the conditional output twice
+assert torch.equal(after, plain_low)  # the hook is gone after the block
+"""
+
 
 def test_speedrun_record_states_compute_and_plain_diffusers_rescores_it(tmp_path):
     out, record = tmp_path / "run", tmp_path / "record.json"
@@ -27,10 +48,12 @@ def test_speedrun_record_states_compute_and_plain_diffusers_rescores_it(tmp_path
     assert row["changes"] == {} and row["steps"] == 4 and row["overall"] == rec["shapes"]["overall"]
     assert row["eval_seed"] == 1234 and row["n_per_task"] == 2 and row["train_flops"] == rec["train_flops"]
     sweep = tmp_path / "sweep.jsonl"
-    run([sys.executable, str(ROOT / "bench" / "sampler_sweep.py"), str(out), "--grid", "4:3,4:1:2", "--n-per-task", "2",
-         "--out", str(sweep)])
+    run([sys.executable, str(ROOT / "bench" / "sampler_sweep.py"), str(out), "--grid", "4:3,4:1:2,4:3:1:0.5",
+         "--n-per-task", "2", "--out", str(sweep)])
     rows = [json.loads(line) for line in sweep.read_text().splitlines()]
-    assert [(r["steps"], r["guidance_scale"], r["shift"], r["n"]) for r in rows] == [(4, 3.0, 1.0, 8), (4, 1.0, 2.0, 8)]
+    assert [(r["steps"], r["guidance_scale"], r["shift"], r["guidance_from"], r["n"]) for r in rows] == [
+        (4, 3.0, 1.0, 0.0, 8), (4, 1.0, 2.0, 0.0, 8), (4, 3.0, 1.0, 0.5, 8)]
+    run([sys.executable, "-c", GUIDANCE_FROM_CHECK, str(ROOT / "bench" / "sampler_sweep.py"), str(out / "pipeline")])
     bad = run([sys.executable, str(ROOT / "bench" / "sampler_sweep.py"), str(out), "--grid", "40", "--out", str(sweep)],
               check=False)
     assert bad.returncode != 0 and "steps:guidance" in bad.stderr
