@@ -57,3 +57,15 @@ def test_speedrun_record_states_compute_and_plain_diffusers_rescores_it(tmp_path
     bad = run([sys.executable, str(ROOT / "bench" / "sampler_sweep.py"), str(out), "--grid", "40", "--out", str(sweep)],
               check=False)
     assert bad.returncode != 0 and "steps:guidance" in bad.stderr
+
+
+def test_truncated_text_encoder_loads_as_a_text_tower(tmp_path):
+    out = tmp_path / "minilm-l2"
+    made = run([sys.executable, str(ROOT / "bench" / "truncated_text_encoder.py"), str(out), "--layers", "2"])
+    assert "layer 6: mean token-to-token cosine" in made.stdout and "first 2 layers" in made.stdout
+    check = "import sys; from prx_nb.architecture import TextTower; t = TextTower.load(sys.argv[1]); "
+    check += "print(len(t.encoder.encoder.layer), t.dim, t.encode(['a red circle'])[0].shape[-1])"
+    loaded = run([sys.executable, "-c", check, str(out)])
+    assert loaded.stdout.split()[-3:] == ["2", "384", "384"]
+    bad = run([sys.executable, str(ROOT / "bench" / "truncated_text_encoder.py"), str(out), "--layers", "7"], check=False)
+    assert bad.returncode != 0 and "between 1 and 6" in bad.stderr
