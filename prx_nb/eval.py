@@ -7,7 +7,7 @@ Docs: https://prx-nb.github.io/prx-nb/eval.html.md"""
 # %% ../nbs/11_eval.ipynb #b23e4461
 from __future__ import annotations
 import hashlib, itertools, json, math, os, random, re, textwrap, threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -213,10 +213,10 @@ def failure_counts(
     images: list,  # one image per record (uint8 arrays or PIL images)
 ) -> dict:  # {task: {"pass" or a rule of FAILURES: images}}, most frequent first
     "Per task, how many images pass and which rule each failing image breaks first."
-    counts = defaultdict(lambda: defaultdict(int))
+    counts = defaultdict(Counter)
     for it, im in zip(items, images, strict=True):
         counts[it["task"]][judge_failure(np.asarray(im), it["prompt"]) or "pass"] += 1
-    return {t: dict(sorted(c.items(), key=lambda kv: -kv[1])) for t, c in counts.items()}
+    return {t: dict(c.most_common()) for t, c in counts.items()}
 
 # %% ../nbs/11_eval.ipynb #78c6c93a
 def shapes_eval(
