@@ -69,3 +69,22 @@ def test_truncated_text_encoder_loads_as_a_text_tower(tmp_path):
     assert loaded.stdout.split()[-3:] == ["2", "384", "384"]
     bad = run([sys.executable, str(ROOT / "bench" / "truncated_text_encoder.py"), str(out), "--layers", "7"], check=False)
     assert bad.returncode != 0 and "between 1 and 6" in bad.stderr
+
+
+def test_text_tower_probe_trains_the_tower_and_logs_it(tmp_path):
+    out, script = tmp_path / "tw", str(ROOT / "bench" / "train_text_tower.py")
+    command = ["speedrun", "--preset", "shapes-tiny", "--out", str(out), "text.encoder=words", "train.max_steps=4",
+               "eval.every=0"]
+    refused = run([sys.executable, script, *command], check=False)  # cached text states: the tower would never train
+    assert refused.returncode != 0 and "data.text_cache=false" in refused.stderr and not out.exists()
+    made = run([sys.executable, script, "--lr-factor", "2", *command, "data.text_cache=false"])
+    probe = json.loads((out / "probe.json").read_text())
+    assert probe["tower"]["moved"] > 0 and "MFLOP per caption trained" in made.stdout  # the tower's weights trained
+    tower = probe["tower"]
+    assert tower["train_flops"] == 3 * tower["forward_flops"] > 1e5 and tower["mean_tokens"] > 3
+    log = tmp_path / "log.jsonl"
+    run([sys.executable, str(ROOT / "bench" / "tuning_log.py"), str(out), "--out", str(log)])
+    row, metrics = json.loads(log.read_text()), json.loads((out / "metrics.json").read_text())
+    assert row["train_flops"] == metrics["train_flops"] + probe["tower"]["train_flops"] * metrics["images_seen"]
+    assert row["changes"] == {"data.text_cache": False, "text.encoder": "words", "text.lr_factor": 2.0,
+                              "text.train (bench/train_text_tower.py)": True}
