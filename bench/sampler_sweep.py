@@ -3,11 +3,12 @@
     python bench/sampler_sweep.py runs/shapes-cpu --grid 40:3,40:1.5,40:5,20:3,80:3,40:3:2 \
         --out bench/results/tuning/sampler_shapes-cpu.jsonl
 
-Each setting is `steps:guidance[:shift[:from]]`: the scheduler's shift (the recorded one when left out) and a guidance
-interval, classifier-free guidance only at noise levels t >= from (1 is pure noise; 0, the default, guides every step;
-above it the conditional prediction alone, as at guidance 1). Prompts are ShapesEval's
-canonical prompts drawn with `--seed` (999, the tuning set, by default; the benchmark's 1234 is refused: a sampler is
-chosen on tuning prompts). The same prompts and starting noise serve every setting, so rows differ by the sampler alone.
+Each setting is `steps:guidance[:shift[:from[:until]]]`: the scheduler's shift (the recorded one when left out) and a
+guidance interval, classifier-free guidance only at noise levels from <= t <= until (1 is pure noise; the defaults 0
+and 1 guide every step; outside the interval the conditional prediction alone, as at guidance 1). Prompts are
+ShapesEval's canonical prompts drawn with `--seed` (999, the tuning set, by default; the benchmark's 1234 is refused: a
+sampler is chosen on tuning prompts). The same prompts and starting noise serve every setting, so rows differ by the
+sampler alone.
 """
 import argparse, contextlib, json, time
 from pathlib import Path
@@ -21,26 +22,29 @@ from prx_nb.runs import load_pipeline
 
 
 def parse_setting(text: str) -> dict:
-    "`steps:guidance[:shift[:from]]` as a dict."
+    "`steps:guidance[:shift[:from[:until]]]` as a dict."
     parts = text.split(":")
-    if len(parts) not in (2, 3, 4):
-        raise SystemExit(f"sampler setting {text!r}: write steps:guidance[:shift[:from]], e.g. 40:3 or 40:3:1:0.5")
+    if len(parts) not in (2, 3, 4, 5):
+        example = "e.g. 40:3 or 40:3:1:0:0.6"
+        raise SystemExit(f"sampler setting {text!r}: write steps:guidance[:shift[:from[:until]]], {example}")
     setting = dict(steps=int(parts[0]), guidance_scale=float(parts[1]))
     setting |= {"shift": float(parts[2])} if len(parts) >= 3 else {}
-    return setting | ({"guidance_from": float(parts[3])} if len(parts) == 4 else {})
+    setting |= {"guidance_from": float(parts[3])} if len(parts) >= 4 else {}
+    return setting | ({"guidance_until": float(parts[4])} if len(parts) == 5 else {})
 
 
 @contextlib.contextmanager
-def guidance_from(pipe, t_from: float):
-    "Within the block, guidance acts only at noise levels t >= t_from: below, both CFG halves get the conditional one."
+def guidance_from(pipe, t_from: float, t_until: float = 1.0):
+    "Within the block, guidance acts only at noise levels t_from <= t <= t_until: elsewhere both halves conditional."
 
     def conditional_only(module, args, kwargs, output):
-        if float(kwargs["timestep"][0]) >= t_from:
+        if t_from <= float(kwargs["timestep"][0]) <= t_until:
             return output
         half = output[0].shape[0] // 2  # the pipeline batches [unconditional, conditional]
         return (torch.cat([output[0][half:], output[0][half:]]), *output[1:])
 
-    handle = pipe.transformer.register_forward_hook(conditional_only, with_kwargs=True) if t_from > 0 else None
+    banded = t_from > 0 or t_until < 1
+    handle = pipe.transformer.register_forward_hook(conditional_only, with_kwargs=True) if banded else None
     try:
         yield
     finally:
@@ -51,22 +55,25 @@ def guidance_from(pipe, t_from: float):
 def sweep_row(pipe, sampling: dict, items: list[dict], seed: int, setting: dict, chunk: int = 100) -> dict:
     "ShapesEval of `pipe` on `items` with one sampler setting."
     pipe.scheduler = make_scheduler(setting.get("shift", sampling.get("shift", 1.0)))
-    start, images, t_from = time.time(), [], setting.get("guidance_from", 0.0)
-    with guidance_from(pipe, t_from if setting["guidance_scale"] > 1 else 0.0):
+    start, images = time.time(), []
+    t_from, t_until = setting.get("guidance_from", 0.0), setting.get("guidance_until", 1.0)
+    guided = setting["guidance_scale"] > 1
+    with guidance_from(pipe, t_from if guided else 0.0, t_until if guided else 1.0):
         for i in range(0, len(items), chunk):
             part = items[i : i + chunk]
             seeds = [seed + i + j for j in range(len(part))]
             images += generate(pipe, [it["prompt"] for it in part], seeds, sampling["size"], setting["steps"],
                                setting["guidance_scale"])
     scores = score_images(items, images)
-    return dict(setting, shift=setting.get("shift", sampling.get("shift", 1.0)), guidance_from=t_from, **scores,
+    shift = setting.get("shift", sampling.get("shift", 1.0))
+    return dict(setting, shift=shift, guidance_from=t_from, guidance_until=t_until, **scores,
                 overall_se=standard_errors(scores)["overall"], seconds=round(time.time() - start, 1))
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, help="a speedrun folder (its pipeline/)")
-    p.add_argument("--grid", required=True, help="comma-separated steps:guidance[:shift[:from]] settings")
+    p.add_argument("--grid", required=True, help="comma-separated steps:guidance[:shift[:from[:until]]] settings")
     p.add_argument("--n-per-task", type=int, default=100)
     p.add_argument("--seed", type=int, default=999)
     p.add_argument("--out", type=Path, required=True, help="JSON lines, one row a setting")

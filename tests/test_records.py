@@ -21,6 +21,10 @@ assert not torch.equal(plain_low[0], plain_low[1])  # the two halves differ: the
 assert torch.equal(high, plain_high)  # at t >= 0.5 guidance is untouched
 assert torch.equal(low[0], plain_low[1]) and torch.equal(low[1], plain_low[1])  # below: the conditional output twice
 assert torch.equal(after, plain_low)  # the hook is gone after the block
+with torch.no_grad(), guidance_from(pipe, 0.0, 0.5):
+    low, high = denoise(0.2), denoise(0.8)
+assert torch.equal(low, plain_low)  # at t <= 0.5 guidance is untouched
+assert torch.equal(high[0], plain_high[1]) and torch.equal(high[1], plain_high[1])  # above: conditional twice
 """
 
 
@@ -48,11 +52,13 @@ def test_speedrun_record_states_compute_and_plain_diffusers_rescores_it(tmp_path
     assert row["changes"] == {} and row["steps"] == 4 and row["overall"] == rec["shapes"]["overall"]
     assert row["eval_seed"] == 1234 and row["n_per_task"] == 2 and row["train_flops"] == rec["train_flops"]
     sweep = tmp_path / "sweep.jsonl"
-    run([sys.executable, str(ROOT / "bench" / "sampler_sweep.py"), str(out), "--grid", "4:3,4:1:2,4:3:1:0.5",
+    grid = "4:3,4:1:2,4:3:1:0.5,4:3:1:0:0.6"  # the last guides only at t <= 0.6
+    run([sys.executable, str(ROOT / "bench" / "sampler_sweep.py"), str(out), "--grid", grid,
          "--n-per-task", "2", "--out", str(sweep)])
     rows = [json.loads(line) for line in sweep.read_text().splitlines()]
-    assert [(r["steps"], r["guidance_scale"], r["shift"], r["guidance_from"], r["n"]) for r in rows] == [
-        (4, 3.0, 1.0, 0.0, 8), (4, 1.0, 2.0, 0.0, 8), (4, 3.0, 1.0, 0.5, 8)]
+    keys = ("steps", "guidance_scale", "shift", "guidance_from", "guidance_until", "n")
+    assert [tuple(r[k] for k in keys) for r in rows] == [
+        (4, 3.0, 1.0, 0.0, 1.0, 8), (4, 1.0, 2.0, 0.0, 1.0, 8), (4, 3.0, 1.0, 0.5, 1.0, 8), (4, 3.0, 1.0, 0.0, 0.6, 8)]
     run([sys.executable, "-c", GUIDANCE_FROM_CHECK, str(ROOT / "bench" / "sampler_sweep.py"), str(out / "pipeline")])
     bad = run([sys.executable, str(ROOT / "bench" / "sampler_sweep.py"), str(out), "--grid", "40", "--out", str(sweep)],
               check=False)
