@@ -30,7 +30,10 @@ def parse_setting(text: str) -> dict:
     setting = dict(steps=int(parts[0]), guidance_scale=float(parts[1]))
     setting |= {"shift": float(parts[2])} if len(parts) >= 3 else {}
     setting |= {"guidance_from": float(parts[3])} if len(parts) >= 4 else {}
-    return setting | ({"guidance_until": float(parts[4])} if len(parts) == 5 else {})
+    setting |= {"guidance_until": float(parts[4])} if len(parts) == 5 else {}
+    if not 0 <= setting.get("guidance_from", 0.0) <= setting.get("guidance_until", 1.0) <= 1:
+        raise SystemExit(f"sampler setting {text!r}: the guidance interval needs 0 <= from <= until <= 1")
+    return setting
 
 
 @contextlib.contextmanager
@@ -80,11 +83,12 @@ def main():
     a = p.parse_args()
     if a.seed == Config().eval.seed:
         raise SystemExit(f"--seed {a.seed} is the benchmark's: choose the sampler on other prompts (999 by default)")
+    settings = [parse_setting(text) for text in a.grid.split(",")]  # every setting checked before the first is sampled
     pipe, sampling = load_pipeline(a.run / "pipeline")
     items = shapes_eval_prompts(a.n_per_task, sampling["size"], a.seed)
     rows = []
-    for text in a.grid.split(","):
-        rows.append(dict(run=str(a.run), seed=a.seed, **sweep_row(pipe, sampling, items, a.seed, parse_setting(text))))
+    for setting in settings:
+        rows.append(dict(run=str(a.run), seed=a.seed, **sweep_row(pipe, sampling, items, a.seed, setting)))
         print(json.dumps(rows[-1]), flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -63,6 +63,9 @@ def test_speedrun_record_states_compute_and_plain_diffusers_rescores_it(tmp_path
     bad = run([sys.executable, str(ROOT / "bench" / "sampler_sweep.py"), str(out), "--grid", "40", "--out", str(sweep)],
               check=False)
     assert bad.returncode != 0 and "steps:guidance" in bad.stderr
+    empty = run([sys.executable, str(ROOT / "bench" / "sampler_sweep.py"), str(out), "--grid", "4:3,40:3:1:0.6:0.4",
+                 "--out", str(sweep)], check=False)  # an interval that guides no step, refused before any sampling
+    assert empty.returncode != 0 and "0 <= from <= until <= 1" in empty.stderr and not empty.stdout.strip()
 
 
 def test_truncated_text_encoder_loads_as_a_text_tower(tmp_path):
