@@ -8,7 +8,7 @@ guidance interval, classifier-free guidance only at noise levels from <= t <= un
 and 1 guide every step; outside the interval the conditional prediction alone, as at guidance 1). Prompts are
 ShapesEval's canonical prompts drawn with `--seed` (999, the tuning set, by default; the benchmark's 1234 is refused: a
 sampler is chosen on tuning prompts). The same prompts and starting noise serve every setting, so rows differ by the
-sampler alone.
+sampler alone. `--stochastic on|off` overrides the saved scheduler's stochastic sampling for every setting.
 """
 import argparse, contextlib, json, time
 from pathlib import Path
@@ -57,7 +57,8 @@ def guidance_from(pipe, t_from: float, t_until: float = 1.0):
 
 def sweep_row(pipe, sampling: dict, items: list[dict], seed: int, setting: dict, chunk: int = 100) -> dict:
     "ShapesEval of `pipe` on `items` with one sampler setting."
-    pipe.scheduler = make_scheduler(setting.get("shift", sampling.get("shift", 1.0)))
+    stochastic = setting.get("stochastic", sampling.get("stochastic", False))
+    pipe.scheduler = make_scheduler(setting.get("shift", sampling.get("shift", 1.0)), stochastic)
     start, images = time.time(), []
     t_from, t_until = setting.get("guidance_from", 0.0), setting.get("guidance_until", 1.0)
     guided = setting["guidance_scale"] > 1
@@ -69,7 +70,7 @@ def sweep_row(pipe, sampling: dict, items: list[dict], seed: int, setting: dict,
                                setting["guidance_scale"])
     scores = score_images(items, images)
     shift = setting.get("shift", sampling.get("shift", 1.0))
-    return dict(setting, shift=shift, guidance_from=t_from, guidance_until=t_until, **scores,
+    return dict(setting, shift=shift, stochastic=stochastic, guidance_from=t_from, guidance_until=t_until, **scores,
                 overall_se=standard_errors(scores)["overall"], seconds=round(time.time() - start, 1))
 
 
@@ -80,10 +81,13 @@ def main():
     p.add_argument("--n-per-task", type=int, default=100)
     p.add_argument("--seed", type=int, default=999)
     p.add_argument("--out", type=Path, required=True, help="JSON lines, one row a setting")
+    p.add_argument("--stochastic", choices=("saved", "on", "off"), default="saved", help="stochastic sampling")
     a = p.parse_args()
     if a.seed == Config().eval.seed:
         raise SystemExit(f"--seed {a.seed} is the benchmark's: choose the sampler on other prompts (999 by default)")
     settings = [parse_setting(text) for text in a.grid.split(",")]  # every setting checked before the first is sampled
+    if a.stochastic != "saved":
+        settings = [dict(s, stochastic=a.stochastic == "on") for s in settings]
     pipe, sampling = load_pipeline(a.run / "pipeline")
     items = shapes_eval_prompts(a.n_per_task, sampling["size"], a.seed)
     rows = []

@@ -294,9 +294,12 @@ def vocabulary(texts: list[str]) -> list[str]:
     return sorted({w for t in texts for w in re.findall(r"\w+|[^\w\s]+", t.lower())})
 
 # %% ../nbs/02_architecture.ipynb #e8749e33
-def make_scheduler(shift: float = 1.0) -> FlowMatchEulerDiscreteScheduler:
-    "Euler flow-matching scheduler with a static shift."
-    return FlowMatchEulerDiscreteScheduler(shift=shift, use_dynamic_shifting=False)
+def make_scheduler(
+    shift: float = 1.0,
+    stochastic: bool = False,  # each step noises the predicted image afresh (diffusers' `stochastic_sampling`)
+) -> FlowMatchEulerDiscreteScheduler:
+    "Euler flow-matching scheduler with a static shift, deterministic or stochastic."
+    return FlowMatchEulerDiscreteScheduler(shift=shift, use_dynamic_shifting=False, stochastic_sampling=stochastic)
 
 
 def _widen_timestep(module, args, kwargs):
@@ -329,9 +332,10 @@ def build_pipeline(
     shift: float = 1.0,
     noise_scale: float = 1.0,
     vae=None,  # an autoencoder: a latent-space PRXPipeline; None: a PRXPixelPipeline
+    stochastic: bool = False,  # stochastic sampling, saved in the scheduler's config (`make_scheduler`)
 ):
     "A PRXPixelPipeline (or, with a VAE, a PRXPipeline) from a trained denoiser and its text tower (batched CFG fixed)."
-    parts = dict(transformer=transformer, scheduler=make_scheduler(shift), text_encoder=tower.encoder,
+    parts = dict(transformer=transformer, scheduler=make_scheduler(shift, stochastic), text_encoder=tower.encoder,
                  tokenizer=tower.tokenizer, default_sample_size=size)
     if vae is not None:
         if getattr(vae.config, "shift_factor", 0.0) is None:
@@ -353,7 +357,7 @@ def generate(
     autocast: bool = True,  # bf16 where the device has bf16 kernels (fast_bf16)
     callback=None,  # fn(pipe, step, timestep, {"latents": ...}) after every step: diffusers' `callback_on_step_end`
 ) -> list:
-    "uint8 images for `prompts`, one seeded noise per prompt."
+    "uint8 images for `prompts`, one seeded noise per prompt (a stochastic sampler's fresh noise seeded by the first)."
     dev, vae = pipe.transformer.device, getattr(pipe, "vae", None)
     n = size // (pipe.vae_scale_factor if vae is not None else 1)
     noise = torch.stack(
@@ -362,7 +366,9 @@ def generate(
             for s in seeds
         ]
     )
-    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast and fast_bf16(dev.type)):  # else fp32
+    rng = torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else [])  # the caller's random state is kept
+    with rng, torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast and fast_bf16(dev.type)):  # else fp32
+        torch.manual_seed(int(seeds[0]))  # the noise a stochastic scheduler draws at each step
         x = pipe(
             list(prompts),
             height=size,

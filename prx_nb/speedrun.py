@@ -23,9 +23,9 @@ from .eval import plot_curves, read_log, shapes_distances, shapes_features, stan
 
 # %% auto #0
 __all__ = ['GRID_PROMPTS', 'PEAK_DTYPES', 'RECORD_KEYS', 'ABLATIONS', 'ABLATION_COLUMNS', 'LICENSES', 'matmul_side',
-           'matmul_peak', 'source_commit', 'sample_grid', 'peak_flops', 'write_report', 'speedrun', 'save_record',
-           'records_table', 'ablate', 'ablation_summary', 'ablation_table', 'component_license', 'model_card',
-           'publish']
+           'matmul_peak', 'source_commit', 'sample_grid', 'peak_flops', 'sampler_words', 'write_report', 'speedrun',
+           'save_record', 'records_table', 'ablate', 'ablation_summary', 'ablation_table', 'component_license',
+           'model_card', 'publish']
 
 # %% ../nbs/13_speedrun.ipynb #31b7e13f
 def matmul_side(
@@ -121,6 +121,12 @@ def peak_flops(metrics: dict) -> float:
     return metrics.get("peak_flops") or metrics.get("peak_bf16_flops") or float("nan")
 
 
+def sampler_words(sampling: dict) -> str:
+    "How a run samples, in words: '80 stochastic Euler steps at shift 1.0'."
+    kind = "stochastic Euler" if sampling.get("stochastic") else "Euler"
+    return f"{sampling.get('steps')} {kind} steps at shift {sampling.get('shift', '?')}"
+
+
 def _report_lines(metrics: dict) -> list[str]:
     "The markdown of a run's report."
     s, sampling = metrics["shapes"], metrics["sampling"]
@@ -142,7 +148,7 @@ def _report_lines(metrics: dict) -> list[str]:
         ),
         "",
         (
-            f"ShapesEval ({s['n']} prompts; {sampling['steps']} Euler steps at shift {sampling.get('shift', '?')}, "
+            f"ShapesEval ({s['n']} prompts; {sampler_words(sampling)}, "
             f"guidance {sampling['guidance_scale']}, {sampling['size']}px, EMA weights):"
         ),
         "",
@@ -250,7 +256,7 @@ def speedrun(
         peak_flops=peak,
         peak_dtype=str(dtype).removeprefix("torch."),
         mfu=summary.get("train_flops", 0.0) / max(60 * summary["train_minutes"], 1e-9) / peak,
-        sampling={k: sampling[k] for k in ("size", "steps", "guidance_scale", "shift") if k in sampling},
+        sampling={k: sampling[k] for k in ("size", "steps", "guidance_scale", "shift", "stochastic") if k in sampling},
         text_encoder=cfg.text.encoder,
         wall_minutes=(time.time() - start) / 60,
         device=str(pipe.device),
@@ -549,7 +555,8 @@ def _card_usage(cls: str, repo_id: str, sampling: dict) -> list[str]:
         "",
         (
             "diffusers 0.42.1 builds the guidance timestep for one prompt, so call the pipeline one prompt at a time"
-            " (prx-nb's `load_pipeline` fixes batches). `sampling.json` holds the settings the model was judged with."
+            " (prx-nb's `load_pipeline` fixes batches). `sampling.json` holds the settings the model was judged with;"
+            " a stochastic scheduler draws fresh noise at every step from torch's global generator (`torch.manual_seed`)."
         ),
         "",
     ]
@@ -565,7 +572,7 @@ def _card_results(m: dict, sampling: dict) -> list[str]:
         *_metrics_rows(m),
         "",
         (
-            f"ShapesEval with {sampling.get('steps')} Euler steps at shift {sampling.get('shift', '?')}, guidance "
+            f"ShapesEval with {sampler_words(sampling)}, guidance "
             f"{sampling.get('guidance_scale')}, {sampling.get('size')} px; {m.get('shapes', {}).get('n')} prompts. "
             "Samples over canonical prompts:"
         ),

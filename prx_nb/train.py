@@ -301,12 +301,13 @@ def data_lock(root: Path):
 
 # %% ../nbs/10_train.ipynb #529d553e
 def sampling_settings(cfg: Config) -> dict:
-    "The settings a run's pipeline samples with: size, steps, guidance and the scheduler's shift."
+    "The settings a run's pipeline samples with: size, steps, guidance, the scheduler's shift and stochastic sampling."
     return dict(
         size=cfg.data.size,
         steps=cfg.eval.steps,
         guidance_scale=cfg.eval.guidance_scale,
         shift=cfg.eval.shift or cfg.flow.shift,
+        stochastic=cfg.eval.stochastic,
     )
 
 
@@ -1154,7 +1155,8 @@ def finish(run: Run, logger: RunLogger) -> dict:
             save_lora(averaged, run.out / "lora", run.lora)
             averaged = merge_lora(copy.deepcopy(averaged))
         sampling = sampling_settings(cfg)
-        pipe = build_pipeline(averaged, run.tower, cfg.data.size, sampling["shift"], cfg.flow.noise_scale, run.vae)
+        pipe = build_pipeline(averaged, run.tower, cfg.data.size, sampling["shift"], cfg.flow.noise_scale, run.vae,
+                              sampling["stochastic"])
         save_pipeline(pipe, run.out / "pipeline", sampling)
         logger.event("end", **summary)
     logger.close()
@@ -1195,8 +1197,9 @@ def _start(run: Run, progress: bool):
     bar = tqdm(total=total, initial=state.step, disable=not (progress and run.main), unit="step", dynamic_ncols=True)
     run.generator = torch.Generator(device=run.accelerator.device)
     if run.ema.model is not None:
-        shift = sampling_settings(cfg)["shift"]
-        run.pipe = build_pipeline(run.ema.model, run.tower, cfg.data.size, shift, cfg.flow.noise_scale, run.vae)
+        s = sampling_settings(cfg)
+        run.pipe = build_pipeline(run.ema.model, run.tower, cfg.data.size, s["shift"], cfg.flow.noise_scale, run.vae,
+                                  s["stochastic"])
     return logger, bar
 
 
