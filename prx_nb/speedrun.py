@@ -556,7 +556,8 @@ def _card_usage(cls: str, repo_id: str, sampling: dict) -> list[str]:
         (
             "diffusers 0.42.1 builds the guidance timestep for one prompt, so call the pipeline one prompt at a time"
             " (prx-nb's `load_pipeline` fixes batches). `sampling.json` holds the settings the model was judged with;"
-            " a stochastic scheduler draws fresh noise at every step from torch's global generator (`torch.manual_seed`)."
+            " a stochastic scheduler draws fresh noise at every step from torch's global generator"
+            " (`torch.manual_seed`)."
         ),
         "",
     ]

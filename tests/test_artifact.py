@@ -12,6 +12,7 @@ SCRIPT = textwrap.dedent('''
                generator=torch.Generator().manual_seed(0)).images[0]
     assert img.size == (s["size"], s["size"]), img.size
     assert pipe.scheduler.config.shift == s["shift"], (pipe.scheduler.config.shift, s["shift"])  # the judged sampler, in plain diffusers
+    assert pipe.scheduler.config.stochastic_sampling == s["stochastic"], (pipe.scheduler.config, s)
     assert not any(m == "prx_nb" or m.startswith("prx_nb.") for m in sys.modules), "prx_nb was imported"
     print(json.dumps(dict(size=img.size, cls=type(pipe).__name__, encoder=type(pipe.text_encoder).__name__)))
 ''')
