@@ -6,9 +6,10 @@
 A child process loads `DIR/pipeline` with `diffusers.PRXPixelPipeline.from_pretrained` alone (it asserts at the end that
 prx_nb was never imported), reads the recorded sampling settings from `sampling.json`, and draws one prompt per call
 (diffusers 0.42's pipeline builds the guidance batch for one prompt), prompt i from `torch.Generator().manual_seed(seed
-+ i)` (and, for a stochastic scheduler's noise at each step, `torch.manual_seed(seed + i)`). The prompts are fresh canonical ShapesEval prompts drawn with a seed other than the benchmark's (1234) and the
-tuning set's (999). The parent judges the images with ShapesEval and compares overall with metrics.json: the two are
-independent estimates, so their difference is set against two standard errors of a difference.
++ i)` (and, for a stochastic scheduler's noise at each step, `torch.manual_seed(seed + i)`). The prompts are fresh
+canonical ShapesEval prompts drawn with a seed other than the benchmark's (1234) and the tuning set's (999). The parent
+judges the images with ShapesEval and compares overall with metrics.json: the two are independent estimates, so their
+difference is set against two standard errors of a difference.
 """
 import argparse, json, subprocess, sys, tempfile, textwrap
 from pathlib import Path

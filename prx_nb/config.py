@@ -501,7 +501,7 @@ RESUMABLE_KEYS = (
 
 def config_changes(saved: dict, cfg: Config) -> list[str]:
     "The keys whose values differ between a run's saved config and `cfg`, ignoring `RESUMABLE_KEYS`."
-    now = cfg.to_dict()
+    now, default = cfg.to_dict(), Config().to_dict()
     keys = [f"{section}.{k}" for section in now if isinstance(now[section], dict) for k in now[section]]
     keys += [f"{section}.{k}" for section in saved if isinstance(saved[section], dict) for k in saved[section]]
 
@@ -509,7 +509,12 @@ def config_changes(saved: dict, cfg: Config) -> list[str]:
         section, name = key.split(".", 1)
         return d.get(section, {}).get(name) if isinstance(d.get(section), dict) else None
 
-    return sorted({k for k in keys if k not in RESUMABLE_KEYS and value(saved, k) != value(now, k)})
+    def then(key):  # a key the saved config lacks came after the run: the run had its default
+        section, name = key.split(".", 1)
+        held = saved.get(section)
+        return held[name] if isinstance(held, dict) and name in held else value(default, key)
+
+    return sorted({k for k in keys if k not in RESUMABLE_KEYS and then(k) != value(now, k)})
 
 
 def check_runnable(cfg: Config) -> Config:
