@@ -25,6 +25,8 @@ MODEL_PRESETS = {  # PRXTransformer2DModel's arguments; prx-speedrun is PRX's pr
                         depth=2, axes_dim=[16, 16]),
     "shapes-cpu": dict(in_channels=3, patch_size=8, context_in_dim=384, hidden_size=128, mlp_ratio=3.5, num_heads=4,
                        depth=6, axes_dim=[16, 16]),
+    "shapes-cpu-p4": dict(in_channels=3, patch_size=4, context_in_dim=384, hidden_size=64, mlp_ratio=3.5, num_heads=2,
+                          depth=6, axes_dim=[16, 16]),  # the shapes-cpu speedrun's model: 64 tokens, half the width
     "prx-speedrun": dict(in_channels=3, patch_size=32, context_in_dim=2304, hidden_size=1792, mlp_ratio=3.5,
                          num_heads=28, depth=16, axes_dim=[32, 32], bottleneck_size=256),
 }

@@ -538,16 +538,16 @@ _SHAPES_CPU_DATA = {
 }  # the canonical wording more often
 PRESETS = {
     "shapes-cpu": {
+        "model": {"preset": "shapes-cpu-p4"},  # 64 tokens of 4 px: ahead at equal FLOPs, level at equal minutes
         "data": _SHAPES_CPU_DATA,
-        "train": {"optimizer": "muon", "muon_lr": 4e-3, "cooldown": 0.3, "max_minutes": 25.0},
+        "train": {"optimizer": "muon", "lr": 4e-3, "muon_lr": 8e-3, "cooldown": 0.3, "max_minutes": 25.0},
         "flow": {"shift": 1.0},  # the low-noise finish gets its share of timesteps
         "eval": {"every": 4000, "final_n_per_task": 100,  # 100 prompts per task: overall's standard error about 0.03
                  "steps": 80, "guidance_scale": 2.5, "stochastic": True},  # chosen on the tuning prompts
     },
     "shapes-cpu-10min": {  # the recipe at 0.9e14 training FLOPs: about 10 minutes (its cooldown follows the budget)
         "base": "shapes-cpu",
-        "model": {"patch_size": 4, "hidden_size": 64, "num_heads": 2, "depth": 6},  # 64 tokens of 4 px
-        "train": {"max_minutes": None, "max_flops": 0.9e14, "lr": 4e-3, "muon_lr": 8e-3},  # twice the LRs: a short run
+        "train": {"max_minutes": None, "max_flops": 0.9e14},
         "eval": {"every": 2000},
     },
     "shapes-tiny": {
@@ -568,6 +568,7 @@ PRESETS = {
     # two stages in miniature: stage 2 doubles the side from stage 1's weights (set model.init=<stage 1>/pipeline),
     # REPA off as PRX, a shift for four times the pixels, AdamW at half the base LR
     "shapes-cpu-stage2": {
+        "model": {"preset": "shapes-cpu-p4"},  # stage 1's model (model.init brings its weights)
         "data": {**_SHAPES_CPU_DATA, "size": 64},
         "text": {"encoder": "init"},
         "tricks": {"repa": 0.0},
