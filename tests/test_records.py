@@ -66,6 +66,17 @@ def test_speedrun_record_states_compute_and_plain_diffusers_rescores_it(tmp_path
     empty = run([sys.executable, str(ROOT / "bench" / "sampler_sweep.py"), str(out), "--grid", "4:3,40:3:1:0.6:0.4",
                  "--out", str(sweep)], check=False)  # an interval that guides no step, refused before any sampling
     assert empty.returncode != 0 and "0 <= from <= until <= 1" in empty.stderr and not empty.stdout.strip()
+    failures = tmp_path / "failures.jsonl"  # the recorded sampler (4 steps at 3) on the sweep's prompts and seeds
+    run([sys.executable, str(ROOT / "bench" / "failure_kinds.py"), str(out), "--n-per-task", "2", "--out", str(failures)])
+    found = json.loads(failures.read_text())
+    tasks = ("single", "count", "relation", "novel")
+    assert {task: sum(counts.values()) for task, counts in found["failures"].items()} == dict.fromkeys(tasks, 2)
+    passed = {task: found["failures"][task].get("pass", 0) / 2 for task in tasks}
+    assert passed == {task: rows[0][task] for task in tasks}  # the sweep's scores for the same sampler and prompts
+    assert sum(found["relation_shapes"].values()) == found["failures"]["relation"].get("shape", 0)
+    refused = run([sys.executable, str(ROOT / "bench" / "failure_kinds.py"), str(out), "--seed", "1234", "--out",
+                   str(failures)], check=False)
+    assert refused.returncode != 0 and "benchmark" in refused.stderr
 
 
 def test_truncated_text_encoder_loads_as_a_text_tower(tmp_path):
@@ -97,3 +108,28 @@ def test_text_tower_probe_trains_the_tower_and_logs_it(tmp_path):
     assert row["train_flops"] == metrics["train_flops"] + probe["tower"]["train_flops"] * metrics["images_seen"]
     assert row["changes"] == {"data.text_cache": False, "text.encoder": "words", "text.lr_factor": 2.0,
                               "text.train (bench/train_text_tower.py)": True}
+
+
+def test_failure_kinds_tells_unbound_shapes_from_swapped_ones():
+    import copy, runpy
+    import numpy as np
+    from prx_nb.data import render
+    from prx_nb.eval import find_objects, judge_failure, shapes_eval_prompts
+    wrong_shape_kind = runpy.run_path(str(ROOT / "bench" / "failure_kinds.py"))["wrong_shape_kind"]
+    seen = set()
+    for item in shapes_eval_prompts(40, 32, 7):
+        first, second = item["scene"]["objects"] if item["task"] == "relation" else (None, None)
+        if first is None or first["shape"] == second["shape"]:
+            continue
+        for kind, shapes in (("one shape for both", (first["shape"],) * 2), ("swapped", (second["shape"], first["shape"]))):
+            scene = copy.deepcopy(item["scene"])
+            for obj, shape in zip(scene["objects"], shapes):
+                obj["shape"] = shape
+            image = render(scene, 32)
+            drawn = {o["color"]: o["shape"] for o in find_objects(image)[1]}
+            if [drawn.get(first["color"]), drawn.get(second["color"])] != list(shapes):
+                continue  # a small shape the judge reads as another: not this test's case
+            assert judge_failure(image, item["prompt"]) == "shape"
+            assert wrong_shape_kind(image, item["prompt"]) == kind
+            seen.add(kind)
+    assert seen == {"one shape for both", "swapped"}
