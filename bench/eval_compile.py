@@ -6,7 +6,7 @@ A run's judgement samples its prompts in chunks (60 a call in `evaluate`) with t
 times one such chunk of tuning prompts (seed 999) both ways on the same weights, after a warm-up call each, and prints
 the compile warm-up that a run would pay once. Images differ in rounding only (bf16 kernels fuse differently).
 """
-import argparse, json, os, time
+import argparse, json, time
 from pathlib import Path
 
 import torch
@@ -32,13 +32,14 @@ def main():
     a = p.parse_args()
     pipe, sampling = load_pipeline(a.run / "pipeline")
     steps, size, scale = a.steps or sampling["steps"], sampling["size"], sampling["guidance_scale"]
-    prompts = [it["prompt"] for it in shapes_eval_prompts(a.prompts, size, 999)][: a.prompts]
+    per_task = -(-a.prompts // 4)  # the four tasks' prompts, as a run's judgement mixes them
+    prompts = [it["prompt"] for it in shapes_eval_prompts(per_task, size, 999)][: a.prompts]
     timed(pipe, prompts, size, 2, scale)  # warm-up: allocations, the text tower's first call
     eager = timed(pipe, prompts, size, steps, scale)
     pipe.transformer = torch.compile(pipe.transformer)
     warm_up = timed(pipe, prompts, size, 2, scale)  # compiles for this chunk's shapes
     compiled = timed(pipe, prompts, size, steps, scale)
-    row = dict(run=str(a.run), prompts=len(prompts), steps=steps, threads=int(os.environ.get("OMP_NUM_THREADS", 0)),
+    row = dict(run=str(a.run), prompts=len(prompts), steps=steps, threads=torch.get_num_threads(),
                eager_s=round(eager, 2), compile_warm_up_s=round(warm_up, 1), compiled_s=round(compiled, 2),
                speedup=round(eager / compiled, 2))
     print(f"{'prompts':>7s} {'steps':>5s} {'eager s':>8s} {'warm-up s':>9s} {'compiled s':>10s} {'speedup':>7s}")

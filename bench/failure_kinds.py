@@ -9,16 +9,18 @@ break (`failure_counts`), and splits the relations failed on "shape" by what was
 when the prompt asks for two (the shapes not bound to their colors), the two shapes swapped, or anything else.
 Prompts are drawn with `--seed` (999, the tuning set, by default; the benchmark's 1234 is refused).
 """
-import argparse, json, time
+import argparse, json, sys, time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from prx_nb.architecture import generate
 from prx_nb.config import Config
 from prx_nb.eval import failure_counts, find_objects, judge_failure, parse_prompt, shapes_eval_prompts
 from prx_nb.runs import load_pipeline
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sampler_sweep import sample_draw  # the sweep's own sampling: its prompts, seeds and chunks
 
 
 def wrong_shape_kind(image: np.ndarray, prompt: str) -> str:
@@ -34,21 +36,11 @@ def wrong_shape_kind(image: np.ndarray, prompt: str) -> str:
     return "other"
 
 
-def sample_draw(pipe, sampling: dict, items: list[dict], seed: int, chunk: int = 100) -> list:
-    "One image per prompt, seeded and chunked as `bench/sampler_sweep.py` samples them."
-    images = []
-    for i in range(0, len(items), chunk):
-        part = items[i : i + chunk]
-        seeds = [seed + i + j for j in range(len(part))]
-        images += generate(pipe, [it["prompt"] for it in part], seeds, sampling["size"], sampling["steps"],
-                           sampling["guidance_scale"])
-    return images
-
-
 def failure_row(pipe, sampling: dict, items: list[dict], seed: int) -> dict:
     "Failures by rule per task, and the relations' wrong shapes by kind."
     start = time.time()
-    images = [np.asarray(im) for im in sample_draw(pipe, sampling, items, seed)]
+    drawn = sample_draw(pipe, items, seed, sampling["size"], sampling["steps"], sampling["guidance_scale"])
+    images = [np.asarray(im) for im in drawn]
     relations = [(it, im) for it, im in zip(items, images) if it["task"] == "relation"]
     shapes = Counter(wrong_shape_kind(im, it["prompt"]) for it, im in relations
                      if judge_failure(im, it["prompt"]) == "shape")

@@ -55,19 +55,26 @@ def guidance_from(pipe, t_from: float, t_until: float = 1.0):
             handle.remove()
 
 
-def sweep_row(pipe, sampling: dict, items: list[dict], seed: int, setting: dict, chunk: int = 100) -> dict:
+def sample_draw(pipe, items: list[dict], seed: int, size: int, steps: int, guidance_scale: float,
+                chunk: int = 100) -> list:
+    "One image per prompt of `items`, prompt i from noise `seed + i`, `chunk` prompts a call."
+    images = []
+    for i in range(0, len(items), chunk):
+        part = items[i : i + chunk]
+        seeds = [seed + i + j for j in range(len(part))]
+        images += generate(pipe, [it["prompt"] for it in part], seeds, size, steps, guidance_scale)
+    return images
+
+
+def sweep_row(pipe, sampling: dict, items: list[dict], seed: int, setting: dict) -> dict:
     "ShapesEval of `pipe` on `items` with one sampler setting."
     stochastic = setting.get("stochastic", sampling.get("stochastic", False))
     pipe.scheduler = make_scheduler(setting.get("shift", sampling.get("shift", 1.0)), stochastic)
-    start, images = time.time(), []
+    start = time.time()
     t_from, t_until = setting.get("guidance_from", 0.0), setting.get("guidance_until", 1.0)
     guided = setting["guidance_scale"] > 1
     with guidance_from(pipe, t_from if guided else 0.0, t_until if guided else 1.0):
-        for i in range(0, len(items), chunk):
-            part = items[i : i + chunk]
-            seeds = [seed + i + j for j in range(len(part))]
-            images += generate(pipe, [it["prompt"] for it in part], seeds, sampling["size"], setting["steps"],
-                               setting["guidance_scale"])
+        images = sample_draw(pipe, items, seed, sampling["size"], setting["steps"], setting["guidance_scale"])
     scores = score_images(items, images)
     shift = setting.get("shift", sampling.get("shift", 1.0))
     return dict(setting, shift=shift, stochastic=stochastic, guidance_from=t_from, guidance_until=t_until, **scores,

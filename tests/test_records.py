@@ -67,7 +67,8 @@ def test_speedrun_record_states_compute_and_plain_diffusers_rescores_it(tmp_path
                  "--out", str(sweep)], check=False)  # an interval that guides no step, refused before any sampling
     assert empty.returncode != 0 and "0 <= from <= until <= 1" in empty.stderr and not empty.stdout.strip()
     failures = tmp_path / "failures.jsonl"  # the recorded sampler (4 steps at 3) on the sweep's prompts and seeds
-    run([sys.executable, str(ROOT / "bench" / "failure_kinds.py"), str(out), "--n-per-task", "2", "--out", str(failures)])
+    run([sys.executable, str(ROOT / "bench" / "failure_kinds.py"), str(out), "--n-per-task", "2", "--out",
+         str(failures)])
     found = json.loads(failures.read_text())
     tasks = ("single", "count", "relation", "novel")
     assert {task: sum(counts.values()) for task, counts in found["failures"].items()} == dict.fromkeys(tasks, 2)
@@ -121,7 +122,8 @@ def test_failure_kinds_tells_unbound_shapes_from_swapped_ones():
         first, second = item["scene"]["objects"] if item["task"] == "relation" else (None, None)
         if first is None or first["shape"] == second["shape"]:
             continue
-        for kind, shapes in (("one shape for both", (first["shape"],) * 2), ("swapped", (second["shape"], first["shape"]))):
+        cases = (("one shape for both", (first["shape"],) * 2), ("swapped", (second["shape"], first["shape"])))
+        for kind, shapes in cases:
             scene = copy.deepcopy(item["scene"])
             for obj, shape in zip(scene["objects"], shapes):
                 obj["shape"] = shape
